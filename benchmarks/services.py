@@ -1,0 +1,134 @@
+"""The HTTP file server and moto's S3 server, each in its own process.
+
+Separate processes keep their CPU time and memory out of the measured host process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+BUCKET = "bench"
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+@attrs.frozen
+class Services:
+    http_base: str  # ends with "/": append a media file name
+    s3_endpoint: str
+    bucket: str
+    moto_pid: int
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def moto_rss_mib(self) -> float:
+        """Current RSS of the moto server process."""
+        for line in Path(f"/proc/{self.moto_pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def check_and_clear(self, prefix: str, expected: int) -> int:
+        """Count the non-empty objects under ``prefix``, delete them; raise if too few."""
+        client = self.s3_client()
+        keys: list[str] = []
+        sizes: list[int] = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix + "/"
+        ):
+            for obj in page.get("Contents", []):
+                keys.append(obj["Key"])
+                sizes.append(obj["Size"])
+        for i in range(0, len(keys), 1000):
+            client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]},
+            )
+        if len(keys) != expected or not all(sizes):
+            raise RuntimeError(f"expected {expected} non-empty objects under {prefix}/: {sizes}")
+        return sum(sizes)
+
+
+@contextlib.contextmanager
+def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
+    """Start both servers; stop them (by pid) on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **S3_ENV}
+    http_port, s3_port = free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with open(log_dir / "fileserver.log", "wb") as log:
+            http = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.fileserver", str(media_dir), str(http_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        procs.append(http)
+        with open(log_dir / "moto.log", "wb") as log:
+            moto = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        procs.append(moto)
+        _wait_port(http_port, http, "file server")
+        _wait_port(s3_port, moto, "moto server")
+        services = Services(
+            http_base=f"http://127.0.0.1:{http_port}/media/",
+            s3_endpoint=f"http://127.0.0.1:{s3_port}",
+            bucket=BUCKET,
+            moto_pid=moto.pid,
+        )
+        services.s3_client().create_bucket(Bucket=BUCKET)
+        yield services
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

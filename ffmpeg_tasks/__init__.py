@@ -1,0 +1,90 @@
+"""ffmpeg_tasks: run FFmpeg jobs on remote files from asyncio.
+
+async with TaskManager() as tm:
+    task = await tm.run("-i in.mp4 -c:v libx264 out.mp4",
+                        {"in.mp4": "https://example.com/video.mp4"}, "out.mp4")
+    print(task.status, task.output_url)
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .downloader import Downloader, FakeDownloader, HttpDownloader
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+from .events import Event, EventType
+from .executor import ExecResult, Executor, FakeExecutor, LocalExecutor, ResourceLimits
+from .ffmpeg import find_ffmpeg, find_ffprobe
+from .manager import TaskManager
+from .models import Phase, StoredObject, Task, TaskStatus
+from .plan import TaskPlan
+from .policy import CommandPlan, CommandPolicy
+from .retry import RetryPolicy
+from .spec import SpecLimits
+from .storage import LocalStorage, MemoryStorage, Storage, StoredFile
+from .store import MemoryTaskStore, SQLiteTaskStore, TaskStore
+
+if TYPE_CHECKING:
+    from .backends.saq import SaqBackend
+    from .progressbar import PlainBar, follow
+    from .storage.s3 import S3Storage
+    from .webhooks import Webhook, verify_signature
+
+_LAZY = {
+    "S3Storage": ".storage.s3",
+    "SaqBackend": ".backends.saq",
+    "Webhook": ".webhooks",
+    "verify_signature": ".webhooks",
+    "follow": ".progressbar",
+    "PlainBar": ".progressbar",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Heavier parts (aiobotocore, saq, tqdm) are imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    *_errors_all,
+    "CommandPlan",
+    "CommandPolicy",
+    "Downloader",
+    "Event",
+    "EventType",
+    "ExecResult",
+    "Executor",
+    "FakeDownloader",
+    "FakeExecutor",
+    "HttpDownloader",
+    "LocalExecutor",
+    "LocalStorage",
+    "MemoryStorage",
+    "MemoryTaskStore",
+    "Phase",
+    "PlainBar",
+    "ResourceLimits",
+    "RetryPolicy",
+    "S3Storage",
+    "SQLiteTaskStore",
+    "SaqBackend",
+    "SpecLimits",
+    "Storage",
+    "StoredFile",
+    "StoredObject",
+    "Task",
+    "TaskManager",
+    "TaskPlan",
+    "TaskStatus",
+    "TaskStore",
+    "Webhook",
+    "find_ffmpeg",
+    "find_ffprobe",
+    "follow",
+    "verify_signature",
+]

@@ -1,0 +1,57 @@
+"""The executor protocol: run one ffmpeg argv in a directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+__all__ = ["ExecResult", "Executor", "ProgressCallback"]
+
+#: Called with one block of ffmpeg's ``-progress`` output (``frame``, ``out_time_us`` …).
+ProgressCallback = Callable[[Mapping[str, str]], None]
+
+
+@attrs.frozen
+class ExecResult:
+    """How an ffmpeg run ended.  ``stderr_tail`` is the bounded end of its stderr."""
+
+    returncode: int
+    stderr_tail: str
+    duration: float
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs ffmpeg.
+
+    ``args`` excludes the program name: the executor owns the ffmpeg binary and
+    prepends it.  The run happens with ``cwd`` as working directory; stdin is closed.
+    When ``progress`` is given, the caller has put ``-progress pipe:1`` into ``args``
+    and the executor parses stdout into blocks.  On ``timeout`` it raises
+    :class:`~ffmpeg_tasks.errors.ExecutionTimeoutError`, on ``stall_timeout`` seconds
+    without progress :class:`~ffmpeg_tasks.errors.ExecutionStalledError`; when the
+    awaiting task is cancelled it stops the process group (gracefully, then by force)
+    before re-raising.  A non-zero exit is *returned*, not raised.  ``on_stderr`` is
+    called with each stderr line as it arrives (lines end at ``\n`` or ``\r``;
+    very long lines are cut), so callers can read input durations and stream info.
+    """
+
+    async def run(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        timeout: float | None = None,
+        stall_timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> ExecResult: ...
+
+    async def describe(self) -> Mapping[str, Any]:
+        """Facts for ``health()``: binary path, version, protections in force."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,511 @@
+"""Run ffmpeg as a local subprocess: bounded, limited, sandboxed and always reaped.
+
+>>> async with LocalExecutor(timeout=600) as ex:
+...     result = await ex.run(["-i", "in.mp4", "out.webm"], workdir)
+
+Each run gets a minimal environment, its own process group (and, with bubblewrap,
+its own namespaces), resource limits, and at most ``max_concurrency`` runs at once.
+Stopping a run sends SIGTERM to the group, waits ``grace_period`` seconds, then
+sends SIGKILL, and always waits for the process so no zombie is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .._lifecycle import AsyncResource
+from ..errors import (
+    ConfigurationError,
+    ExecutionStalledError,
+    ExecutionTimeoutError,
+    SandboxUnavailableError,
+)
+from ..ffmpeg import find_ffmpeg, probe_version
+from .base import ExecResult, ProgressCallback
+from .progress import LineSplitter, ProgressParser, StderrTail, progress_marker
+from .sandbox import (
+    ResourceLimits,
+    bwrap_argv,
+    bwrap_self_test,
+    find_bwrap,
+    find_prlimit,
+    find_setpriv,
+    minimal_env,
+    pdeathsig_prefix,
+)
+
+__all__ = ["LocalExecutor", "SandboxMode"]
+
+log = logging.getLogger(__name__)
+
+SandboxMode = Literal["auto", "require", "off"]
+_CHUNK = 64 * 1024
+_MAX_STDERR_LINE = 4096
+_SANDBOX_EXIT = 2.0  # seconds for bwrap to exit once the processes inside are killed
+_DRAIN_AFTER_EXIT = 5.0  # seconds to wait for pipes to close once the process is gone
+
+
+class _Stop(Exception):
+    """Internal: the watchdog decided to stop the run."""
+
+    def __init__(self, error: ExecutionTimeoutError | ExecutionStalledError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Activity:
+    """When the run last showed life, for stall detection."""
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+        self.marker: tuple[str | None, ...] | None = None
+
+
+class LocalExecutor(AsyncResource):
+    """Runs the ffmpeg binary found by :func:`~ffmpeg_tasks.ffmpeg.find_ffmpeg`.
+
+    ``timeout`` is the default per-run limit when :meth:`run` gets none.
+    ``sandbox="auto"`` uses bubblewrap when its self-test passes, ``"require"`` raises
+    :class:`SandboxUnavailableError` when it cannot, ``"off"`` never uses it.
+    ``env`` adds variables (e.g. ``FONTCONFIG_FILE``) to the minimal environment.
+    """
+
+    def __init__(
+        self,
+        ffmpeg_path: str | os.PathLike[str] | None = None,
+        *,
+        max_concurrency: int = 2,
+        timeout: float | None = None,
+        grace_period: float = 5.0,
+        stderr_tail_bytes: int = 64 * 1024,
+        limits: ResourceLimits | None = ResourceLimits(),  # noqa: B008 - frozen value
+        sandbox: SandboxMode = "auto",
+        env: Mapping[str, str] | None = None,
+        bwrap_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if grace_period < 0:
+            raise ConfigurationError(f"grace_period must be >= 0 seconds, got {grace_period!r}")
+        if stderr_tail_bytes < 0:
+            raise ConfigurationError(f"stderr_tail_bytes must be >= 0, got {stderr_tail_bytes!r}")
+        if sandbox not in ("auto", "require", "off"):
+            raise ConfigurationError(f"sandbox must be 'auto', 'require' or 'off', got {sandbox!r}")
+        for key, value in (env or {}).items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ConfigurationError(f"invalid environment variable {key!r} in env=")
+        binary = find_ffmpeg(ffmpeg_path)
+        self.ffmpeg_path = binary.path
+        self.ffmpeg_source = binary.source
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.grace_period = grace_period
+        self.stderr_tail_bytes = stderr_tail_bytes
+        self.limits = limits
+        self.sandbox_mode: SandboxMode = sandbox
+        self.env = dict(env or {})
+        self._prlimit = find_prlimit() if limits is not None else None
+        self._setpriv = find_setpriv()
+        self._death_prefix: list[str] | None = None  # probed on first run
+        self._bwrap = find_bwrap(bwrap_path) if sandbox != "off" else None
+        self._sandbox_checked = sandbox == "off" or self._bwrap is None
+        self._sandbox_reason: str | None
+        if sandbox == "off":
+            self._sandbox_reason = "disabled (sandbox='off')"
+        elif self._bwrap is None:
+            where = f" at {str(bwrap_path)!r}" if bwrap_path is not None else " on PATH"
+            self._sandbox_reason = f"bubblewrap (bwrap) not found{where}"
+            if sandbox == "require":
+                raise SandboxUnavailableError(f"sandbox='require' but {self._sandbox_reason}")
+        else:
+            self._sandbox_reason = None
+        self._sandbox_lock = asyncio.Lock()
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._procs: set[asyncio.subprocess.Process] = set()
+        self._version: str | None = None
+        self._closed = False
+        self._active = 0  # runs past the semaphore, spawning or running
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- public ----------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        """How many ffmpeg processes this executor has running now."""
+        return len(self._procs)
+
+    @property
+    def pids(self) -> frozenset[int]:
+        """Process ids (= process group ids) of the running processes."""
+        return frozenset(p.pid for p in self._procs)
+
+    async def sandboxed(self) -> bool:
+        """Whether runs use bubblewrap (runs the self-test once, then cached)."""
+        if not self._sandbox_checked:
+            async with self._sandbox_lock:
+                if not self._sandbox_checked:
+                    assert self._bwrap is not None
+                    self._sandbox_reason = await bwrap_self_test(
+                        self._bwrap, self.ffmpeg_path, self._limit_prefix()
+                    )
+                    self._sandbox_checked = True
+                    if self._sandbox_reason is not None:
+                        log.warning("ffmpeg sandbox unavailable: %s", self._sandbox_reason)
+        return self._sandbox_reason is None
+
+    async def run(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        timeout: float | None = None,
+        stall_timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> ExecResult:
+        """Run ``ffmpeg *args`` in ``cwd``; see :class:`~ffmpeg_tasks.executor.base.Executor`."""
+        if self._closed:
+            raise ConfigurationError("LocalExecutor is closed")
+        if isinstance(args, str | bytes):
+            raise TypeError("args must be a sequence of arguments, not a string")
+        timeout = self.timeout if timeout is None else timeout
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if stall_timeout is not None and stall_timeout <= 0:
+            raise ConfigurationError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
+        workdir = await asyncio.to_thread(_workdir, cwd)
+        sandboxed = await self.sandboxed()
+        if not sandboxed and self.sandbox_mode == "require":
+            raise SandboxUnavailableError(f"sandbox='require' but {self._sandbox_reason}")
+        env = minimal_env(workdir, self.env)
+        if self._death_prefix is None:
+            self._death_prefix = await pdeathsig_prefix(self._setpriv)
+        argv = [*self._death_prefix, *self._limit_prefix()]
+        if sandboxed:
+            assert self._bwrap is not None
+            argv += bwrap_argv(self._bwrap, self.ffmpeg_path, env, workdir)
+        argv += [self.ffmpeg_path, *args]
+        async with self._semaphore:
+            if self._closed:
+                raise ConfigurationError("LocalExecutor is closed")
+            self._active += 1
+            self._idle.clear()
+            try:
+                return await self._run(
+                    argv, workdir, env, timeout, stall_timeout, progress, on_stderr, sandboxed
+                )
+            finally:
+                self._active -= 1
+                if not self._active:
+                    self._idle.set()
+
+    async def describe(self) -> Mapping[str, Any]:
+        """Binary, version, sandbox and limits in force; errors go into ``"error"``."""
+        info: dict[str, Any] = {
+            "ffmpeg_path": self.ffmpeg_path,
+            "ffmpeg_source": self.ffmpeg_source,
+        }
+        try:
+            if self._version is None:
+                version = await probe_version(self.ffmpeg_path)
+                if not version.startswith("ffmpeg version"):
+                    raise ConfigurationError(
+                        f"{self.ffmpeg_path!r} -version printed {version[:200]!r}"
+                    )
+                self._version = version
+            info["ffmpeg_version"] = self._version
+        except (OSError, TimeoutError, ConfigurationError) as exc:
+            info["ffmpeg_version"] = None
+            info["error"] = f"cannot run {self.ffmpeg_path!r}: {exc}"
+        try:
+            sandboxed = await self.sandboxed()
+        except OSError as exc:  # pragma: no cover - self-test already maps start errors
+            sandboxed, self._sandbox_reason = False, str(exc)
+        info["sandbox"] = "bwrap" if sandboxed else "none"
+        info["sandbox_mode"] = self.sandbox_mode
+        info["sandbox_reason"] = self._sandbox_reason
+        info["rlimits"] = self.limits.as_dict() if self.limits is not None else {}
+        info["rlimits_method"] = (
+            "none" if self.limits is None else "prlimit" if self._prlimit else "setrlimit"
+        )
+        info["max_concurrency"] = self.max_concurrency
+        info["running"] = self.running
+        return info
+
+    async def aclose(self) -> None:
+        """Stop every process still running (SIGTERM, grace period, SIGKILL) and reap it.
+
+        Runs being started stop themselves once their process exists; new runs raise
+        :class:`ConfigurationError`.  Returns when no run is left.
+        """
+        self._closed = True
+        procs = list(self._procs)
+        if procs:
+            await asyncio.gather(*(self._stop(p) for p in procs), return_exceptions=True)
+        await self._idle.wait()
+
+    # -- internals -------------------------------------------------------------
+
+    def _limit_prefix(self) -> list[str]:
+        if self.limits is not None and self._prlimit is not None:
+            return self.limits.prlimit_args(self._prlimit)
+        return []
+
+    async def _run(
+        self,
+        argv: list[str],
+        workdir: str,
+        env: dict[str, str],
+        timeout: float | None,
+        stall_timeout: float | None,
+        progress: ProgressCallback | None,
+        on_stderr: Callable[[str], None] | None,
+        sandboxed: bool,
+    ) -> ExecResult:
+        loop = asyncio.get_running_loop()
+        preexec = None
+        if self.limits is not None and self._prlimit is None:
+            preexec = self.limits.preexec()
+        started = loop.time()
+        clock = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+            preexec_fn=preexec,
+        )
+        self._procs.add(proc)
+        if self._closed:  # aclose() ran while the process was starting
+            await self._stop_uninterruptibly(proc)
+        activity = _Activity(started)
+        tail = StderrTail(self.stderr_tail_bytes)
+        readers = [asyncio.create_task(self._drain_stderr(proc, tail, activity, on_stderr))]
+        if progress is not None:
+            readers.append(asyncio.create_task(self._drain_progress(proc, activity, progress)))
+        try:
+            try:
+                await self._watch(proc, started, timeout, stall_timeout, activity, bool(progress))
+            except _Stop as stop:
+                await self._stop_uninterruptibly(proc)
+                stop.error.returncode = _returncode(proc, sandboxed)
+                raise stop.error from None
+            except BaseException:
+                await self._stop_uninterruptibly(proc)
+                raise
+            self._kill_group(proc.pid)  # stragglers that left the leader behind
+            await self._finish_readers(readers)
+        finally:
+            for task in readers:
+                task.cancel()
+            self._procs.discard(proc)
+        return ExecResult(_returncode(proc, sandboxed), tail.text(), time.monotonic() - clock)
+
+    async def _watch(
+        self,
+        proc: asyncio.subprocess.Process,
+        started: float,
+        timeout: float | None,
+        stall_timeout: float | None,
+        activity: _Activity,
+        has_progress: bool,
+    ) -> None:
+        """Wait for the process; raise :class:`_Stop` on timeout or stall."""
+        loop = asyncio.get_running_loop()
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                now = loop.time()
+                delays: list[float] = []
+                if timeout is not None:
+                    left = started + timeout - now
+                    if left <= 0:
+                        raise _Stop(
+                            ExecutionTimeoutError(
+                                f"ffmpeg ran longer than its timeout of {timeout:g}s "
+                                "and was stopped"
+                            )
+                        )
+                    delays.append(left)
+                if stall_timeout is not None:
+                    left = activity.last + stall_timeout - now
+                    if left <= 0:
+                        what = "progress" if has_progress else "output on stderr"
+                        raise _Stop(
+                            ExecutionStalledError(
+                                f"ffmpeg made no {what} for {stall_timeout:g}s "
+                                "(stall_timeout) and was stopped"
+                            )
+                        )
+                    delays.append(left)
+                done, _ = await asyncio.wait({waiter}, timeout=min(delays) if delays else None)
+                if done:
+                    return
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    async def _drain_stderr(
+        self,
+        proc: asyncio.subprocess.Process,
+        tail: StderrTail,
+        activity: _Activity,
+        on_stderr: Callable[[str], None] | None,
+    ) -> None:
+        assert proc.stderr is not None
+        loop = asyncio.get_running_loop()
+        lines = LineSplitter(_MAX_STDERR_LINE)
+        watch_stderr = proc.stdout is None  # without progress, stall watches stderr
+        while True:
+            chunk = await proc.stderr.read(_CHUNK)
+            parts = lines.feed(chunk) if chunk else lines.flush()
+            if chunk and watch_stderr:
+                activity.last = loop.time()
+            for raw, overwritable in parts:
+                line = raw.decode("utf-8", "replace")
+                tail.add(line, overwritable=overwritable)
+                if on_stderr is not None and line:
+                    _call(on_stderr, line)
+            if not chunk:
+                return
+
+    async def _drain_progress(
+        self, proc: asyncio.subprocess.Process, activity: _Activity, callback: ProgressCallback
+    ) -> None:
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        parser = ProgressParser()
+        while True:
+            chunk = await proc.stdout.read(_CHUNK)
+            for block in parser.feed(chunk) if chunk else parser.flush():
+                marker = progress_marker(block)
+                if marker != activity.marker:
+                    activity.marker = marker
+                    activity.last = loop.time()
+                _call(callback, block)
+            if not chunk:
+                return
+
+    async def _finish_readers(self, readers: list[asyncio.Task[None]]) -> None:
+        """Let the readers reach EOF; give up if a leaked descriptor keeps a pipe open."""
+        _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT)
+        for task in pending:
+            task.cancel()
+        for task in readers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("reading ffmpeg output failed: %r", task.exception())
+
+    async def _stop_uninterruptibly(self, proc: asyncio.subprocess.Process) -> None:
+        """Run :meth:`_stop` to the end even if the caller is cancelled again meanwhile."""
+        task = asyncio.ensure_future(self._stop(proc))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        task.result()
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM, wait ``grace_period``, SIGKILL; reap the leader, then sweep its group."""
+        if proc.returncode is None:
+            await self._signal(proc, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.grace_period)
+            except TimeoutError:
+                await self._signal(proc, signal.SIGKILL)
+                await proc.wait()
+        self._kill_group(proc.pid)
+
+    async def _signal(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+        """Signal the process group, or the processes inside the sandbox when there are any.
+
+        bwrap runs ffmpeg in its own session and PID namespace.  Signalling the processes
+        inside first lets ffmpeg exit cleanly and lets bwrap reap them and exit itself, so
+        nothing is left for the system init to reap; bwrap's group is killed only if it
+        outlives its children.
+        """
+        children = await asyncio.to_thread(_descendants, proc.pid)
+        for child in children:
+            with contextlib.suppress(OSError):
+                os.kill(child, sig)
+        if children and sig == signal.SIGKILL:
+            try:
+                await asyncio.wait_for(proc.wait(), _SANDBOX_EXIT)
+            except TimeoutError:
+                pass
+            else:
+                return
+        if not children or sig == signal.SIGKILL:
+            self._kill_group(proc.pid, sig)
+
+    @staticmethod
+    def _kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, sig)
+
+
+def _returncode(proc: asyncio.subprocess.Process, sandboxed: bool) -> int:
+    """The exit status, with bwrap's ``128 + signal`` turned back into ``-signal``."""
+    code = proc.returncode
+    assert code is not None
+    if sandboxed and 128 < code <= 128 + 64:
+        return 128 - code
+    return code
+
+
+def _workdir(cwd: Path) -> str:
+    path = Path(cwd).resolve()
+    if not path.is_dir():
+        raise ConfigurationError(f"work dir {str(cwd)!r} does not exist")
+    return str(path)
+
+
+def _call(callback: Callable[[Any], None], value: Any) -> None:
+    try:
+        callback(value)
+    except Exception:
+        log.exception("ffmpeg output callback %r failed", callback)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, read from ``/proc`` (empty where there is none)."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -1,0 +1,138 @@
+"""Finding the ffmpeg (and optional ffprobe) binaries and asking their version.
+
+Discovery order: explicit path → ``FFMPEG_TASKS_FFMPEG`` (or ``FFMPEG_BINARY``)
+environment variable → ``ffmpeg`` on ``PATH`` → the binary bundled by the optional
+``imageio-ffmpeg`` package (``pip install ffmpeg-tasks[ffmpeg]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from .errors import FFmpegNotFoundError
+
+__all__ = ["FFmpegBinary", "find_ffmpeg", "find_ffprobe", "probe_version", "run_capture"]
+
+ENV_VARS = ("FFMPEG_TASKS_FFMPEG", "FFMPEG_BINARY")
+FFPROBE_ENV_VARS = ("FFMPEG_TASKS_FFPROBE", "FFPROBE_BINARY")
+
+
+@attrs.frozen
+class FFmpegBinary:
+    """A resolved binary and where it was found (``explicit``, ``env``, ``path``, ``imageio``)."""
+
+    path: str
+    source: str
+
+
+def _executable(path: str | os.PathLike[str]) -> str | None:
+    p = Path(path)
+    if p.is_file() and os.access(p, os.X_OK):
+        return str(p.resolve())
+    found = shutil.which(str(path))
+    return str(Path(found).resolve()) if found else None
+
+
+def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> FFmpegBinary:
+    """Resolve the ffmpeg binary or raise :class:`FFmpegNotFoundError`."""
+    if explicit is not None:
+        found = _executable(explicit)
+        if not found:
+            raise FFmpegNotFoundError(
+                f"ffmpeg binary {str(explicit)!r} does not exist or is not executable"
+            )
+        return FFmpegBinary(found, "explicit")
+    for var in ENV_VARS:
+        value = os.environ.get(var)
+        if value:
+            found = _executable(value)
+            if not found:
+                raise FFmpegNotFoundError(f"{var}={value!r} does not name an executable ffmpeg")
+            return FFmpegBinary(found, "env")
+    found = shutil.which("ffmpeg")
+    if found:
+        return FFmpegBinary(str(Path(found).resolve()), "path")
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        pass
+    else:
+        try:
+            return FFmpegBinary(str(imageio_ffmpeg.get_ffmpeg_exe()), "imageio")
+        except RuntimeError:
+            pass
+    raise FFmpegNotFoundError(
+        "ffmpeg not found: pass ffmpeg_path=, set FFMPEG_TASKS_FFMPEG, put ffmpeg on PATH, "
+        "or `pip install ffmpeg-tasks[ffmpeg]` for a bundled binary"
+    )
+
+
+def find_ffprobe(
+    explicit: str | os.PathLike[str] | None = None, ffmpeg: FFmpegBinary | None = None
+) -> str | None:
+    """Resolve ffprobe (optional): explicit → env → next to ffmpeg → ``PATH``; else None."""
+    if explicit is not None:
+        return _executable(explicit)
+    for var in FFPROBE_ENV_VARS:
+        value = os.environ.get(var)
+        if value:
+            return _executable(value)
+    if ffmpeg is not None:
+        sibling = Path(ffmpeg.path).with_name("ffprobe")
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            return str(sibling)
+    found = shutil.which("ffprobe")
+    return str(Path(found).resolve()) if found else None
+
+
+async def run_capture(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    max_output: int = 4 * 1024 * 1024,
+) -> tuple[int, bytes]:
+    """Run a short helper command; return (exit status, stdout cut at ``max_output``).
+
+    stdin is closed and stderr discarded; on timeout or cancellation the process
+    (in its own session) is killed and reaped before the error propagates.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(timeout):
+            out = bytearray()
+            while len(out) < max_output:
+                chunk = await proc.stdout.read(max_output - len(out))
+                if not chunk:
+                    break
+                out += chunk
+            if len(out) >= max_output:
+                proc.kill()
+            return await proc.wait(), bytes(out)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def probe_version(binary: str, *, timeout: float = 10.0) -> str:
+    """First line of ``binary -version`` (e.g. ``ffmpeg version 5.1.9 …``)."""
+    _, out = await run_capture([binary, "-hide_banner", "-version"], timeout=timeout)
+    line = out.decode("utf-8", "replace").splitlines()
+    return line[0].strip() if line else ""

@@ -1,0 +1,1019 @@
+"""``TaskManager``: register, execute and track FFmpeg tasks in the host's event loop.
+
+The manager owns the policy — spec checks, the command plan, status transitions,
+retries, events, clean-up — and talks to four small backends: a downloader, an
+executor, a storage and a task store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from ._lifecycle import AsyncResource
+from .backends.base import Backend
+from .diagnose import diagnose
+from .downloader.base import Downloader
+from .errors import (
+    FFmpegTasksError,
+    InvalidSpecError,
+    InvalidTaskStateError,
+    StorageError,
+    TaskFailure,
+    TaskNotFoundError,
+)
+from .events import Event, EventBus, EventHandler, EventType
+from .executor.base import Executor
+from .ffmpeg import find_ffprobe
+from .models import Phase, StoredObject, Task, TaskStatus, new_task_id, utcnow
+from .outputs import collect_outputs
+from .plan import TaskPlan, plan_task
+from .policy import CommandPolicy
+from .probe import StreamDump, check_expectations, ffprobe_file, merge_dump
+from .progress import ProgressTracker
+from .retry import RetryPolicy
+from .sniff import check_input, read_head
+from .spec import SpecLimits, validate_spec
+from .storage.base import Storage
+from .storage.content_types import content_type_for
+from .store.base import TaskStore
+
+__all__ = ["TaskManager"]
+
+log = logging.getLogger("ffmpeg_tasks")
+T = TypeVar("T")
+
+_STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
+#: Outputs whose metadata ffmpeg's own stream dump already gives in full (no ffprobe run).
+_STILL_IMAGES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "avif"})
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class TaskManager(AsyncResource):
+    """Runs FFmpeg tasks: register → execute (download, ffmpeg, store) → status.
+
+    Every argument is optional: ``TaskManager()`` stores into a local directory,
+    downloads over HTTP(S) from public addresses, runs the ffmpeg found on this
+    host and keeps tasks in memory.  The manager owns the backends it is given and
+    closes them in :meth:`aclose` (or at the end of ``async with``).
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage | None = None,
+        downloader: Downloader | None = None,
+        executor: Executor | None = None,
+        store: TaskStore | None = None,
+        policy: CommandPolicy | None = None,
+        limits: SpecLimits | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        stall_timeout: float | None = None,
+        max_input_bytes: int | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrent_tasks: int | None = None,
+        upload_concurrency: int = 4,
+        retention: float | timedelta | None = None,
+        on_event: EventHandler | None = None,
+        on_interrupted: Literal["fail", "requeue"] = "fail",
+        ffprobe: str | os.PathLike[str] | bool = True,
+        backend: Backend | None = None,
+    ) -> None:
+        self._storage = storage
+        self._downloader = downloader
+        self._executor = executor
+        self._store = store
+        self.policy = policy if policy is not None else CommandPolicy()
+        self.limits = limits if limits is not None else SpecLimits()
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.max_input_bytes = max_input_bytes
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.upload_concurrency = upload_concurrency
+        if isinstance(retention, timedelta):
+            retention = retention.total_seconds()
+        self.retention = retention
+        self.on_interrupted = on_interrupted
+        self.backend = backend
+        self._ffprobe_setting = ffprobe
+        self._ffprobe: str | bool | None = False  # False: not looked up yet
+        self.worker_id = _worker_id()
+        self._bus = EventBus()
+        if on_event is not None:
+            self._bus.add_handler(on_event)
+        self._task_slots = asyncio.Semaphore(max_concurrent_tasks) if max_concurrent_tasks else None
+        self._runners: dict[str, asyncio.Task[Task]] = {}
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+        self._releasing = False
+        self._janitor: asyncio.Task[None] | None = None
+
+    # -- construction helpers ---------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> TaskManager:
+        """Configure from environment variables, as the original service did.
+
+        ``S3_BUCKET`` selects S3 storage (``AWS_REGION``, default ``us-east-1``;
+        ``AWS_ENDPOINT_URL`` for MinIO, R2 …; credentials from the standard AWS
+        chain); without it outputs go to ``FFMPEG_TASKS_STORAGE_DIR``.  See
+        ``docs/configuration.md`` for the other variables.
+        """
+        from .config import settings_from_env
+
+        kwargs = settings_from_env(os.environ if env is None else env)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- backends (created lazily so that TaskManager() never fails) -----------
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            from .storage.local import LocalStorage
+
+            self._storage = LocalStorage()
+        return self._storage
+
+    @property
+    def downloader(self) -> Downloader:
+        if self._downloader is None:
+            from .downloader.http import HttpDownloader
+
+            self._downloader = HttpDownloader()
+        return self._downloader
+
+    @property
+    def executor(self) -> Executor:
+        """The executor; raises ``FFmpegNotFoundError`` if the default one finds no ffmpeg."""
+        if self._executor is None:
+            from .executor.local import LocalExecutor
+
+            self._executor = LocalExecutor()
+        return self._executor
+
+    @property
+    def ffprobe_path(self) -> str | None:
+        """ffprobe used for output metadata; None when absent or disabled (``ffprobe=False``)."""
+        if self._ffprobe is False:
+            setting = self._ffprobe_setting
+            if setting is False:
+                self._ffprobe = None
+            elif setting is True:
+                self._ffprobe = find_ffprobe()
+            else:
+                self._ffprobe = find_ffprobe(setting)
+        return self._ffprobe if isinstance(self._ffprobe, str) else None
+
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            from .store.memory import MemoryTaskStore
+
+            self._store = MemoryTaskStore()
+        return self._store
+
+    async def __aenter__(self) -> TaskManager:
+        await self._ensure_started()
+        return self
+
+    async def _ensure_started(self) -> None:
+        if self._closed:
+            raise InvalidTaskStateError("the TaskManager is closed")
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.recover()
+            if self.backend is not None:
+                await self.backend.start(self)
+                self._bus.add_handler(self._share_event)
+            if self.retention is not None:
+                self._janitor = asyncio.create_task(self._purge_loop(self.retention))
+            self._started = True
+
+    async def aclose(self, *, release: bool = False) -> None:
+        """Cancel running tasks, wait for them to settle, then close every backend.
+
+        Cancelled tasks end CANCELLED; with ``release=True`` (a worker shutting down)
+        they go back to PENDING instead, for another worker or a restart to run.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if release:
+            self.release_on_cancel()
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        runners = list(self._runners.values())
+        for runner in runners:
+            runner.cancel()
+        if runners:
+            await asyncio.gather(*runners, return_exceptions=True)
+        await self._bus.aclose()
+        for backend in (self.backend, self._downloader, self._executor, self._storage, self._store):
+            if backend is not None:
+                try:
+                    await backend.aclose()
+                except Exception:
+                    log.exception("closing %r failed", backend)
+
+    def release_on_cancel(self) -> None:
+        """From now on, a task cancelled while running here goes back to PENDING.
+
+        For a worker that is shutting down: its job engine cancels the jobs, and
+        the tasks should run again elsewhere rather than end CANCELLED.
+        ``cancel()`` of a task by a caller is not affected once it was requested
+        before this call.
+        """
+        self._releasing = True
+
+    # -- the public API ---------------------------------------------------------
+
+    async def register(
+        self,
+        command: str | Sequence[str],
+        input_files: Mapping[str, str],
+        output_filename: str | None = None,
+        *,
+        output_files: Sequence[str] | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        expect: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Check and record a task; it is PENDING until executed or submitted.
+
+        ``command`` is one ffmpeg command (without the program name) or a list of
+        commands run in order in one work dir.  Raises :class:`InvalidSpecError`
+        (or its subclass :class:`CommandRejectedError`) naming the bad part.
+        """
+        await self._ensure_started()
+        commands = (command,) if isinstance(command, str) else tuple(command)
+        outputs = _declared_outputs(output_filename, output_files)
+        validate_spec(commands, input_files, outputs, self.limits)
+        plan_task(self.policy, commands, input_files, outputs)  # raises on a bad command
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            if timeout <= 0:
+                raise InvalidSpecError("timeout must be positive", field="timeout")
+            options["timeout"] = float(timeout)
+        if expect:
+            options["expect"] = dict(expect)
+        task = Task(
+            id=new_task_id(),
+            commands=commands,
+            input_files=dict(input_files),
+            output_files=outputs,
+            options=options,
+            idempotency_key=idempotency_key,
+        )
+        return await self.store.create(task)
+
+    async def plan(
+        self,
+        command: str | Sequence[str],
+        input_files: Mapping[str, str],
+        output_filename: str | None = None,
+        *,
+        output_files: Sequence[str] | None = None,
+    ) -> TaskPlan:
+        """Dry run: the argv, downloads, storage keys and policy verdicts; runs nothing."""
+        commands = (command,) if isinstance(command, str) else tuple(command)
+        outputs = _declared_outputs(output_filename, output_files)
+        validate_spec(commands, input_files, outputs, self.limits)
+        binary: str | None
+        try:
+            binary = str((await self.executor.describe()).get("ffmpeg_path") or "ffmpeg")
+        except FFmpegTasksError:
+            binary = "ffmpeg"
+        return plan_task(self.policy, commands, input_files, outputs, binary=binary)
+
+    async def status(self, task_id: str) -> Task:
+        """The task as it is now.  Raises :class:`TaskNotFoundError`."""
+        task = await self.store.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def list(
+        self, status: TaskStatus | str | None = None, *, limit: int | None = None
+    ) -> builtins.list[Task]:
+        """Known tasks, oldest first, optionally with one ``status``."""
+        return await self.store.list(TaskStatus(status) if status is not None else None, limit)
+
+    async def execute(self, task_id: str, *, takeover: bool = False) -> Task:
+        """Run a PENDING task now and return it finished.
+
+        A failed job is a result (``status`` FAILED, ``error``/``error_code`` set),
+        not an exception.  Cancelling the caller cancels the task.  Workers pass
+        ``takeover=True`` to also run a task left RUNNING by a worker that died (the
+        job engine decided that); the run is counted in ``task.attempts["run"]``.
+        """
+        await self._ensure_started()
+        runner = self._start_runner(await self.status(task_id), takeover=takeover)
+        return await self._await_runner(task_id, runner)
+
+    async def submit(self, task_id: str) -> Task:
+        """Start a PENDING task in the background (or enqueue it on the backend); return at once."""
+        await self._ensure_started()
+        task = await self.status(task_id)
+        if self.backend is None:
+            self._start_runner(task)
+            self._bus.publish(Event(EventType.QUEUED, task_id))
+            return await self.status(task_id)
+        if task.status is not TaskStatus.PENDING or task.phase is Phase.QUEUED:
+            what = "already queued" if task.status is TaskStatus.PENDING else task.status.value
+            raise InvalidTaskStateError(
+                f"task {task_id!r} is {what}; only pending tasks can be submitted"
+            )
+        queued = task.evolve(phase=Phase.QUEUED)
+        if not await self.store.replace(task, queued):
+            raise InvalidTaskStateError(f"task {task_id!r} changed while being submitted")
+        await self.backend.enqueue(queued)
+        self._bus.publish(Event(EventType.QUEUED, task_id))
+        return queued
+
+    async def run(
+        self,
+        command: str | Sequence[str],
+        input_files: Mapping[str, str],
+        output_filename: str | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        """``register`` then ``execute``."""
+        task = await self.register(command, input_files, output_filename, **kwargs)
+        return await self.execute(task.id)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Wait until the task is finished and return it.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (the task keeps running).
+        """
+        async with asyncio.timeout(timeout):
+            runner = self._runners.get(task_id)
+            if runner is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(runner)
+                return await self.status(task_id)
+            return await self._poll_until_finished(task_id)
+
+    async def _poll_until_finished(self, task_id: str, interval: float = 0.1) -> Task:
+        """Wait for a task another process runs, reading the shared store."""
+        while True:
+            task = await self.status(task_id)
+            if task.status.is_terminal:
+                return task
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a task in any phase; a finished task is returned unchanged."""
+        while True:
+            task = await self.status(task_id)
+            if task.status.is_terminal:
+                return task
+            runner = self._runners.get(task_id)
+            if runner is not None:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(runner)
+                return await self.status(task_id)
+            if task.status is TaskStatus.PENDING:
+                done = await self._cancel_pending(task_id)
+                if done.status is not TaskStatus.CANCELLED:
+                    continue  # it started meanwhile
+                if self.backend is not None and task.phase is Phase.QUEUED:
+                    await self.backend.abort(task)
+                return done
+            if self.backend is None:
+                raise InvalidTaskStateError(
+                    f"task {task_id!r} is running in another process ({task.worker}) and this "
+                    "manager has no backend to reach it"
+                )
+            await self.backend.abort(task)
+            async with asyncio.timeout(60):
+                return await self._poll_until_finished(task_id)
+
+    async def events(self, task_id: str) -> AsyncIterator[Event]:
+        """Yield the task's events until it ends (the last one is terminal)."""
+        await self.status(task_id)  # TaskNotFoundError early
+        remote = self.backend.events(task_id) if self.backend is not None else None
+        if remote is not None and task_id not in self._runners:
+            async for event in remote:
+                yield event
+            return
+        async for event in self._bus.stream(task_id, lambda: self.status(task_id)):
+            yield event
+
+    async def _share_event(self, event: Event) -> None:
+        if self.backend is not None and event.task_id in self._runners:
+            await self.backend.publish(event)
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Call ``handler(event)`` for every event of every task (sync or async)."""
+        self._bus.add_handler(handler)
+
+    def remove_event_handler(self, handler: EventHandler) -> None:
+        self._bus.remove_handler(handler)
+
+    async def health(self) -> dict[str, Any]:
+        """What works: ffmpeg (path, version, protections), storage, store.  Never raises."""
+        report: dict[str, Any] = {"status": "ok"}
+        try:
+            info = dict(await self.executor.describe())
+            info["found"] = "error" not in info
+            report["ffmpeg"] = info
+            if not info["found"]:
+                report["status"] = "degraded"
+        except Exception as exc:
+            report["ffmpeg"] = {"found": False, "error": str(exc)}
+            report["status"] = "degraded"
+        for name, check in (("storage", self.storage.check), ("store", self._check_store)):
+            try:
+                await check()
+                report[name] = {"ok": True, "backend": type(getattr(self, name)).__name__}
+            except Exception as exc:
+                report[name] = {
+                    "ok": False,
+                    "backend": type(getattr(self, name)).__name__,
+                    "error": str(exc),
+                }
+                report["status"] = "degraded"
+        report["tasks_running_here"] = len(self._runners)
+        return report
+
+    async def _check_store(self) -> None:
+        await self.store.list(limit=1)
+
+    async def recover(self) -> builtins.list[Task]:
+        """Settle tasks left RUNNING by a process that died.
+
+        Called on start.  Tasks whose ``worker`` was a process on this host that no
+        longer exists are failed with code ``interrupted`` or, with
+        ``on_interrupted="requeue"``, put back to PENDING.  Returns what it changed.
+        """
+        changed: builtins.list[Task] = []
+        for task in await self.store.list(TaskStatus.RUNNING):
+            if task.worker is None or not _worker_is_dead(task.worker):
+                continue
+            if self.on_interrupted == "requeue":
+                new = task.evolve(
+                    status=TaskStatus.PENDING,
+                    phase=Phase.CREATED,
+                    worker=None,
+                    started_at=None,
+                    progress=None,
+                )
+            else:
+                new = task.evolve(
+                    status=TaskStatus.FAILED,
+                    phase=Phase.DONE,
+                    finished_at=utcnow(),
+                    error=f"the process running this task ({task.worker}) stopped",
+                    error_code="interrupted",
+                )
+            if await self.store.replace(task, new):
+                changed.append(new)
+        return changed
+
+    # -- running ------------------------------------------------------------------
+
+    def _start_runner(self, task: Task, *, takeover: bool = False) -> asyncio.Task[Task]:
+        if task.id in self._runners:
+            raise InvalidTaskStateError(f"task {task.id!r} is already running")
+        allowed = (TaskStatus.PENDING, TaskStatus.RUNNING) if takeover else (TaskStatus.PENDING,)
+        if task.status not in allowed:
+            raise InvalidTaskStateError(
+                f"task {task.id!r} is {task.status.value}; only pending tasks can be executed"
+            )
+        runner = asyncio.create_task(self._run(task.id, takeover), name=f"ffmpeg-task-{task.id}")
+        self._runners[task.id] = runner
+        runner.add_done_callback(lambda _t: self._runners.pop(task.id, None))
+        return runner
+
+    async def _await_runner(self, task_id: str, runner: asyncio.Task[Task]) -> Task:
+        try:
+            return await runner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller was cancelled: so was the task
+            return await self.status(task_id)  # someone called cancel()
+
+    async def _run(self, task_id: str, takeover: bool = False) -> Task:
+        if self._task_slots is not None:
+            await self._update(task_id, lambda t: t.evolve(phase=Phase.QUEUED))
+            try:
+                await self._task_slots.acquire()
+            except asyncio.CancelledError:
+                if not self._releasing:
+                    await _shielded(self._cancel_pending(task_id))
+                raise
+            try:
+                return await self._pipeline(task_id, takeover)
+            finally:
+                self._task_slots.release()
+        return await self._pipeline(task_id, takeover)
+
+    async def _cancel_pending(self, task_id: str) -> Task:
+        """Record CANCELLED for a task that has not started; return the task as it is."""
+
+        def mutate(task: Task) -> Task:
+            if task.status is not TaskStatus.PENDING:
+                return task
+            return task.evolve(
+                status=TaskStatus.CANCELLED,
+                phase=Phase.DONE,
+                finished_at=utcnow(),
+                error="cancelled before it started",
+                error_code="cancelled",
+            )
+
+        task = await self._update(task_id, mutate)
+        if task.status is TaskStatus.CANCELLED:
+            self._bus.publish(Event(EventType.CANCELLED, task_id, task=task))
+        return task
+
+    async def _pipeline(self, task_id: str, takeover: bool = False) -> Task:
+        task = await self.status(task_id)
+        if task.status is not TaskStatus.PENDING and not (
+            takeover and task.status is TaskStatus.RUNNING
+        ):
+            raise InvalidTaskStateError(f"task {task_id!r} is {task.status.value}, not pending")
+        runs = task.attempts.get("run", 0) + 1
+        running = task.evolve(
+            status=TaskStatus.RUNNING,
+            phase=Phase.DOWNLOADING,
+            started_at=utcnow(),
+            worker=self.worker_id,
+            progress=None,
+            attempts={**task.attempts, "run": runs},
+        )
+        if not await self.store.replace(task, running):
+            raise InvalidTaskStateError(f"task {task_id!r} was started by someone else")
+        self._bus.publish(Event(EventType.STARTED, task_id))
+        work = await asyncio.to_thread(self._make_work_dir, task_id)
+        run = _Run(self, running, work)
+        try:
+            try:
+                outputs, metadata = await run.execute()
+            finally:
+                await _shielded(asyncio.to_thread(shutil.rmtree, work, True))
+            final = await self._finish(
+                task_id,
+                TaskStatus.COMPLETED,
+                outputs=outputs,
+                metadata=metadata,
+                progress=100.0,
+                attempts={**running.attempts, **run.attempts},
+                diagnostics=run.diagnostics,
+            )
+        except _LostOwnership as lost:
+            return self._lost(lost)
+        except asyncio.CancelledError:
+            if run.lost is not None:  # the reporter saw a takeover and stopped us
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return self._lost(run.lost)
+            await _shielded(run.discard_uploads())
+            if self._releasing:
+                await _shielded(self._release(task_id))
+                raise
+            try:
+                final = await _shielded(
+                    self._finish(
+                        task_id,
+                        TaskStatus.CANCELLED,
+                        error="cancelled",
+                        error_code="cancelled",
+                        diagnostics=run.diagnostics,
+                        attempts={**running.attempts, **run.attempts},
+                    )
+                )
+            except _LostOwnership:
+                raise asyncio.CancelledError from None
+            self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
+            raise
+        except Exception as exc:
+            await _shielded(run.discard_uploads())
+            if isinstance(exc, TaskFailure):
+                message, code = exc.message, exc.code
+            else:
+                log.exception("task %s failed unexpectedly", task_id)
+                message, code = f"internal error ({type(exc).__name__})", "internal_error"
+            try:
+                final = await self._finish(
+                    task_id,
+                    TaskStatus.FAILED,
+                    error=message,
+                    error_code=code,
+                    diagnostics=run.diagnostics,
+                    attempts={**running.attempts, **run.attempts},
+                )
+            except _LostOwnership as lost:
+                return self._lost(lost)
+            self._bus.publish(Event(EventType.FAILED, task_id, message=message, task=final))
+            return final
+        self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
+        return final
+
+    async def _release(self, task_id: str) -> None:
+        """Put a task this process was running back to PENDING (queued)."""
+
+        def mutate(task: Task) -> Task:
+            self._check_owner(task)
+            return task.evolve(
+                status=TaskStatus.PENDING,
+                phase=Phase.QUEUED,
+                worker=None,
+                started_at=None,
+                progress=None,
+            )
+
+        try:
+            await self._update(task_id, mutate)
+        except _LostOwnership:
+            return
+        self._bus.publish(Event(EventType.QUEUED, task_id, message="released by a shutdown"))
+
+    @staticmethod
+    def _lost(lost: _LostOwnership) -> Task:
+        # The new owner stores under the same keys, so nothing of ours is deleted.
+        log.warning("task %s: %s; leaving it to the new owner", lost.task.id, lost)
+        return lost.task
+
+    def _make_work_dir(self, task_id: str) -> Path:
+        root = self.work_dir
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"ffmpeg-tasks-{task_id[:12]}-", dir=root))
+
+    async def _finish(self, task_id: str, status: TaskStatus, **changes: Any) -> Task:
+        def mutate(task: Task) -> Task:
+            self._check_owner(task)
+            return task.evolve(status=status, phase=Phase.DONE, finished_at=utcnow(), **changes)
+
+        return await self._update(task_id, mutate)
+
+    def _check_owner(self, task: Task) -> None:
+        """Raise ``_LostOwnership`` if another worker took the task over (or it ended)."""
+        if task.status is not TaskStatus.RUNNING or task.worker != self.worker_id:
+            raise _LostOwnership(task)
+
+    async def _update(self, task_id: str, mutate: Callable[[Task], Task]) -> Task:
+        """Compare-and-set loop: apply ``mutate`` to the latest version."""
+        for _ in range(100):
+            task = await self.status(task_id)
+            new = mutate(task)
+            if await self.store.replace(task, new):
+                return new
+        raise InvalidTaskStateError(f"task {task_id!r} keeps changing under us")
+
+    async def _purge_loop(self, retention: float) -> None:
+        while True:
+            await asyncio.sleep(min(max(retention / 4, 1.0), 60.0))
+            try:
+                await self.store.purge(utcnow() - timedelta(seconds=retention))
+            except Exception:
+                log.exception("purging expired tasks failed")
+
+
+class _LostOwnership(Exception):
+    """This process no longer owns the task: another worker took it over, or it ended."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"task {task.id} is now {task.status.value} on {task.worker}")
+        self.task = task
+
+
+class _Run:
+    """One execution of one task: download → ffmpeg steps → store."""
+
+    def __init__(self, manager: TaskManager, task: Task, work: Path) -> None:
+        self.m = manager
+        self.task = task
+        self.work = work
+        self.diagnostics: str | None = None
+        self.uploaded: list[str] = []
+        self.attempts: dict[str, int] = {}
+        self.progress: float | None = None
+        self._written: tuple[float | None, int] = (None, 0)
+        self.lost: _LostOwnership | None = None
+        self._main: asyncio.Task[Any] | None = None
+
+    def _publish(self, event: Event) -> None:
+        self.m._bus.publish(event)
+
+    async def _flush(self, **changes: Any) -> None:
+        """Write phase, progress and attempts to the store (skipped if unchanged)."""
+        state = (self.progress, len(self.attempts))
+        if not changes and state == self._written:
+            return
+        self._written = state
+        progress, attempts = self.progress, dict(self.attempts)
+
+        def mutate(t: Task) -> Task:
+            self.m._check_owner(t)
+            return t.evolve(progress=progress, attempts={**t.attempts, **attempts}, **changes)
+
+        self.task = await self.m._update(self.task.id, mutate)
+
+    async def _reporter(self) -> None:
+        while True:
+            await asyncio.sleep(_STORE_PROGRESS_EVERY)
+            try:
+                await self._flush()
+            except _LostOwnership as lost:
+                self.lost = lost
+                if self._main is not None:
+                    self._main.cancel()
+                return
+            except Exception:
+                log.warning("task %s: progress write failed", self.task.id, exc_info=True)
+
+    async def execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
+        self._main = asyncio.current_task()
+        reporter = asyncio.create_task(self._reporter())
+        try:
+            return await self._execute()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+
+    async def _execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
+        m = self.m
+        executor = m.executor  # resolve ffmpeg before downloading anything
+        plan = plan_task(
+            m.policy, self.task.commands, self.task.input_files, self.task.output_files
+        )
+        await self._download_all()
+        self.progress = 0.0
+        await self._flush(phase=Phase.PROCESSING)
+        timeout = self.task.options.get("timeout", m.timeout)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        dump = StreamDump()
+        out_time: float | None = None
+        for index, step in enumerate(plan.steps):
+            tracker = ProgressTracker(step.timing)
+
+            def on_stderr(line: str, tracker: ProgressTracker = tracker) -> None:
+                tracker.feed_stderr(line)
+                dump.feed(line)
+
+            def on_progress(
+                block: Mapping[str, str], tracker: ProgressTracker = tracker, index: int = index
+            ) -> None:
+                nonlocal out_time
+                snap = tracker.update(block)
+                out_time = snap.out_time if snap.out_time is not None else out_time
+                percent = None
+                if snap.percent is not None:
+                    percent = (index + snap.percent / 100.0) / len(plan.steps) * 100.0
+                    self.progress = round(percent, 2)
+                self._publish(
+                    Event(
+                        EventType.RUNNING,
+                        self.task.id,
+                        percent=percent,
+                        fps=snap.fps,
+                        speed=snap.speed,
+                        eta=snap.eta,
+                        out_time=snap.out_time,
+                        step=index,
+                    )
+                )
+
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            args = ("-progress", "pipe:1", "-nostats", *step.args)
+            result = await executor.run(
+                args,
+                self.work,
+                timeout=remaining,
+                stall_timeout=m.stall_timeout,
+                progress=on_progress,
+                on_stderr=on_stderr,
+            )
+            self.diagnostics = result.stderr_tail
+            if result.returncode != 0:
+                raise diagnose(result.returncode, result.stderr_tail)
+        files = await asyncio.to_thread(
+            collect_outputs, self.work, plan.outputs, plan.sidecars, exclude=self.task.input_files
+        )
+        metadata = await self._metadata(files, dump, out_time)
+        self.progress = 100.0
+        await self._flush(phase=Phase.UPLOADING)
+        stored = await self._upload_all(files)
+        return stored, metadata
+
+    async def _download_all(self) -> None:
+        await _all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
+        for name in self.task.input_files:
+            check_input(name, await asyncio.to_thread(read_head, self.work / name))
+
+    async def _download(self, name: str, url: str) -> None:
+        dest = self.work / name
+
+        def progress(done: int, total: int | None) -> None:
+            self._publish(
+                Event(
+                    EventType.DOWNLOADING,
+                    self.task.id,
+                    name=name,
+                    bytes_done=done,
+                    bytes_total=total,
+                )
+            )
+
+        async def attempt(n: int) -> int:
+            return await self.m.downloader.fetch(
+                url, dest, max_bytes=self.m.max_input_bytes, progress=progress, resume=n > 1
+            )
+
+        await self.m.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
+
+    def _retrying(self, what: str) -> Callable[[int, TaskFailure, float], None]:
+        def on_retry(attempt: int, exc: TaskFailure, wait: float) -> None:
+            log.info(
+                "task %s: %s attempt %d failed (%s); retrying in %.1fs",
+                self.task.id,
+                what,
+                attempt,
+                exc.code,
+                wait,
+            )
+            self.attempts[what] = attempt + 1
+            self._publish(
+                Event(
+                    EventType.RETRYING,
+                    self.task.id,
+                    name=what,
+                    message=f"{exc.code}: attempt {attempt} failed, retrying in {wait:.1f}s",
+                )
+            )
+
+        return on_retry
+
+    async def _upload_all(self, files: Sequence[tuple[str, Path]]) -> list[StoredObject]:
+        slots = asyncio.Semaphore(self.m.upload_concurrency)
+        results: dict[str, StoredObject] = {}
+
+        async def upload(name: str, path: Path) -> None:
+            async with slots:
+                results[name] = await self._upload(name, path)
+
+        await _all_or_nothing(upload(name, path) for name, path in files)
+        return [results[name] for name, _ in files]
+
+    async def _upload(self, name: str, path: Path) -> StoredObject:
+        key = f"{self.task.id}/{name}"
+        content_type = content_type_for(name)
+
+        def progress(done: int, total: int) -> None:
+            self._publish(
+                Event(
+                    EventType.UPLOADING, self.task.id, name=name, bytes_done=done, bytes_total=total
+                )
+            )
+
+        async def attempt(_n: int) -> StoredObject:
+            try:
+                stored = await self.m.storage.put(
+                    path, key, content_type=content_type, progress=progress
+                )
+            except FFmpegTasksError:
+                raise
+            except OSError as exc:
+                raise StorageError(f"could not store {name!r}: {exc.strerror or exc}") from exc
+            return StoredObject(
+                name=name,
+                key=stored.key,
+                uri=stored.uri,
+                url=stored.url,
+                size=stored.size,
+                content_type=content_type,
+            )
+
+        self.uploaded.append(key)  # before the put: a cancelled put may still leave an object
+        return await self.m.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
+
+    async def discard_uploads(self) -> None:
+        """Remove what this run stored, so a failed or cancelled task leaves nothing."""
+        for key in self.uploaded:
+            try:
+                await self.m.storage.delete(key)
+            except Exception:
+                log.warning("task %s: could not delete stored %s", self.task.id, key)
+        self.uploaded.clear()
+
+    async def _metadata(
+        self, files: Sequence[tuple[str, Path]], dump: StreamDump, out_time: float | None
+    ) -> dict[str, Any]:
+        """Metadata of the declared outputs (ffprobe if found); checks ``expect``."""
+        main = [(n, p) for n, p in files if n in self.task.output_files] or list(files[:1])
+        metadata = await asyncio.to_thread(merge_dump, main, dump, out_time)
+        ffprobe = self.m.ffprobe_path
+        if ffprobe is not None:
+            for name, path in main:
+                if name.rsplit(".", 1)[-1].lower() in _STILL_IMAGES and name in dump.outputs:
+                    continue  # ffmpeg's own dump has codec and size; ffprobe would double the cost
+                probed = await ffprobe_file(ffprobe, path)
+                if probed:
+                    metadata[name] = {**probed, "size": metadata[name]["size"]}
+        expect = self.task.options.get("expect")
+        if expect:
+            per_output = all(isinstance(v, Mapping) for v in expect.values())
+            targets = expect if per_output else {self.task.output_filename: expect}
+            for name, bounds in targets.items():
+                check_expectations(metadata, name, bounds)
+        return metadata
+
+
+async def _all_or_nothing(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
+    """Run concurrently; on the first failure cancel the rest and raise that error itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as group_error:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [group_error]
+        while stack:
+            exc = stack.pop(0)
+            if isinstance(exc, BaseExceptionGroup):
+                stack.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        first = next((e for e in leaves if isinstance(e, TaskFailure)), leaves[0])
+        raise first from None
+
+
+def _declared_outputs(
+    output_filename: str | None, output_files: Sequence[str] | None
+) -> tuple[str, ...]:
+    if output_files is not None and not isinstance(output_files, str):
+        names = tuple(output_files)
+        if output_filename is not None and output_filename not in names:
+            names = (output_filename, *names)
+        return names
+    if output_filename is None:
+        raise InvalidSpecError("output_filename is required", field="output_filename")
+    return (output_filename,)
+
+
+def _worker_is_dead(worker: str) -> bool:
+    """True when ``worker`` names a process on this host that no longer exists."""
+    host, _, rest = worker.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # this process: its tasks are either in _runners or really stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def _shielded(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to completion even if cancelled meanwhile; then re-raise the cancel."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise

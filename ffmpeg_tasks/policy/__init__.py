@@ -1,0 +1,32 @@
+"""The command policy: parse a user's ffmpeg command and allow only what is known to be safe.
+
+>>> from ffmpeg_tasks.policy import CommandPolicy
+>>> plan = CommandPolicy().plan("-i in.mp4 -c:v libx264 -crf 23 out.mp4",
+...                             inputs={"in.mp4"}, outputs={"out.mp4"})
+>>> plan.args[:3]
+('-nostdin', '-y', '-hide_banner')
+"""
+
+from __future__ import annotations
+
+from .filters import FilterCall, FilterGraph, FilterRule, parse_filtergraph
+from .options import OptionSpec
+from .plan import CommandPlan, InputTiming, OutputTiming, Timing
+from .policy import CommandPolicy, Limits, parse_duration
+from .tokens import tokenize
+
+__all__ = [
+    "CommandPlan",
+    "CommandPolicy",
+    "FilterCall",
+    "FilterGraph",
+    "FilterRule",
+    "InputTiming",
+    "Limits",
+    "OptionSpec",
+    "OutputTiming",
+    "Timing",
+    "parse_duration",
+    "parse_filtergraph",
+    "tokenize",
+]

@@ -1,0 +1,137 @@
+"""Session fixtures: real ffmpeg, generated media on a real HTTP server, a real S3 server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ffmpeg_tasks.ffmpeg import find_ffmpeg, find_ffprobe
+
+from .servers import Handler, MediaServer, MotoS3Server, free_port
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_bin() -> str:
+    return find_ffmpeg().path
+
+
+@pytest.fixture(scope="session")
+def ffprobe_bin(ffmpeg_bin: str) -> str | None:
+    return find_ffprobe()
+
+
+def _ffmpeg(ffmpeg_bin: str, *args: str) -> None:
+    subprocess.run(
+        [ffmpeg_bin, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory, ffmpeg_bin: str) -> Path:
+    """Media made by ffmpeg's lavfi sources at session start."""
+    d = tmp_path_factory.mktemp("media")
+    _ffmpeg(
+        ffmpeg_bin,
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-shortest", str(d / "clip.mp4"),
+    )  # fmt: skip
+    _ffmpeg(
+        ffmpeg_bin,
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=10",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(d / "long.mp4"),
+    )  # fmt: skip
+    _ffmpeg(
+        ffmpeg_bin,
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=64x64",
+        "-frames:v",
+        "1",
+        str(d / "logo.png"),
+    )
+    _ffmpeg(ffmpeg_bin, "-f", "lavfi", "-i", "sine=frequency=880:duration=1", str(d / "tone.wav"))
+    (d / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHello from ffmpeg_tasks\n\n")
+    return d
+
+
+@pytest.fixture(scope="session")
+def media_server(media_dir: Path) -> Iterator[MediaServer]:
+    server = MediaServer(media_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3Server]:
+    server = MotoS3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoS3Server) -> str:
+    """A fresh, empty bucket on the moto server."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name=REGION)
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server: MotoS3Server):  # type: ignore[no-untyped-def]
+    """A plain boto3 client for assertions about what landed in S3."""
+    return boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name=REGION)
+
+
+#: ``route(handler)`` registers a one-off handler on the media server and returns its URL.
+Route = Callable[[Handler], str]
+
+
+@pytest.fixture
+def route(media_server: MediaServer) -> Iterator[Route]:
+    """Register one-off handlers on the media server; removed after the test."""
+    names: list[str] = []
+
+    def add(handler: Handler) -> str:
+        name = uuid.uuid4().hex
+        media_server.handlers[name] = handler
+        names.append(name)
+        return media_server.url(f"x/{name}")
+
+    yield add
+    for name in names:
+        media_server.handlers.pop(name, None)
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """An empty work dir for executor tests."""
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def dead_endpoint() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"

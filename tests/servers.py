@@ -1,0 +1,146 @@
+"""Real servers for the tests: an aiohttp media server and moto's S3 server.
+
+Each runs on 127.0.0.1 in its own thread, so it outlives the per-test event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadedAiohttpServer:
+    """An aiohttp application served on 127.0.0.1 from a background thread."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1") -> None:
+        self.app = app
+        self.host = host
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        assert site._server is not None
+        sockets = site._server.sockets  # type: ignore[attr-defined]
+        self.port = sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class MediaServer(ThreadedAiohttpServer):
+    """Serves generated media plus routes for failure cases.
+
+    - ``/media/<name>``: files from the media dir (Range supported).
+    - ``/status/<code>``: answers with that HTTP status.
+    - ``/redirect?to=<url>``: 302 to ``to``.
+    - ``/slow/<name>?chunk=<bytes>&delay=<s>``: trickles a file.
+    - ``/x/<name>``: dispatches to ``server.handlers[name]`` registered by a test.
+    Every request is appended to ``requests`` as (method, path_qs, headers).
+    """
+
+    def __init__(self, media_dir: Path) -> None:
+        self.media_dir = media_dir
+        self.handlers: dict[str, Handler] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        app = web.Application(middlewares=[self._log])
+        app.router.add_get("/media/{name}", self._media)
+        app.router.add_get("/status/{code}", self._status)
+        app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/slow/{name}", self._slow)
+        app.router.add_route("*", "/x/{name}", self._dispatch)
+        super().__init__(app)
+
+    def media_url(self, name: str) -> str:
+        return self.url(f"media/{name}")
+
+    @web.middleware
+    async def _log(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        return await handler(request)
+
+    async def _media(self, request: web.Request) -> web.StreamResponse:
+        path = self.media_dir / request.match_info["name"]
+        if not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=int(request.match_info["code"]), text="nope")
+
+    async def _redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(request.query["to"])
+
+    async def _slow(self, request: web.Request) -> web.StreamResponse:
+        path = self.media_dir / request.match_info["name"]
+        chunk = int(request.query.get("chunk", "1024"))
+        delay = float(request.query.get("delay", "0.1"))
+        data = path.read_bytes()
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await resp.prepare(request)
+        for i in range(0, len(data), chunk):
+            await resp.write(data[i : i + chunk])
+            await asyncio.sleep(delay)
+        await resp.write_eof()
+        return resp
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        handler = self.handlers.get(request.match_info["name"])
+        if handler is None:
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+
+class MotoS3Server:
+    """moto's ThreadedMotoServer on a free 127.0.0.1 port."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self._server: Any = ThreadedMotoServer(
+            ip_address="127.0.0.1", port=self.port, verbose=False
+        )
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
