@@ -132,6 +132,7 @@ class TaskManager(AsyncResource):
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._releasing = False
+        self._release_ids: set[str] = set()
         self._janitor: asyncio.Task[None] | None = None
 
     # -- construction helpers ---------------------------------------------------
@@ -256,6 +257,9 @@ class TaskManager(AsyncResource):
         before this call.
         """
         self._releasing = True
+
+    def _should_release(self, task_id: str) -> bool:
+        return self._releasing or task_id in self._release_ids
 
     # -- the public API ---------------------------------------------------------
 
@@ -419,9 +423,29 @@ class TaskManager(AsyncResource):
                     f"task {task_id!r} is running in another process ({task.worker}) and this "
                     "manager has no backend to reach it"
                 )
+            await self._update(task_id, _request_cancel)
             await self.backend.abort(task)
             async with asyncio.timeout(60):
                 return await self._poll_until_finished(task_id)
+
+    async def release(self, task_id: str) -> Task:
+        """Stop a task running in this process and put it back to PENDING.
+
+        For job engines that stop a job for their own reasons (a sweep, a shutdown)
+        and will run it again: the task is not CANCELLED, its partial uploads are
+        discarded and the next run starts over.  A task not running here is returned
+        as it is.
+        """
+        runner = self._runners.get(task_id)
+        if runner is None:
+            return await self.status(task_id)
+        self._release_ids.add(task_id)
+        try:
+            runner.cancel()
+            await _shielded(asyncio.wait([runner]))  # finish even if our caller is cancelled
+        finally:
+            self._release_ids.discard(task_id)
+        return await self.status(task_id)
 
     async def events(self, task_id: str) -> AsyncIterator[Event]:
         """Yield the task's events until it ends (the last one is terminal)."""
@@ -535,7 +559,7 @@ class TaskManager(AsyncResource):
             try:
                 await self._task_slots.acquire()
             except asyncio.CancelledError:
-                if not self._releasing:
+                if not self._should_release(task_id):
                     await _shielded(self._cancel_pending(task_id))
                 raise
             try:
@@ -569,6 +593,8 @@ class TaskManager(AsyncResource):
             takeover and task.status is TaskStatus.RUNNING
         ):
             raise InvalidTaskStateError(f"task {task_id!r} is {task.status.value}, not pending")
+        if task.cancel_requested:  # cancelled while a job engine was moving it
+            return await self._finish_unstarted_cancel(task)
         runs = task.attempts.get("run", 0) + 1
         running = task.evolve(
             status=TaskStatus.RUNNING,
@@ -606,7 +632,7 @@ class TaskManager(AsyncResource):
                     current.uncancel()
                 return self._lost(run.lost)
             await _shielded(run.discard_uploads())
-            if self._releasing:
+            if self._should_release(task_id):
                 await _shielded(self._release(task_id))
                 raise
             try:
@@ -646,6 +672,20 @@ class TaskManager(AsyncResource):
             return final
         self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
         return final
+
+    async def _finish_unstarted_cancel(self, task: Task) -> Task:
+        done = task.evolve(
+            status=TaskStatus.CANCELLED,
+            phase=Phase.DONE,
+            finished_at=utcnow(),
+            worker=None,
+            error="cancelled",
+            error_code="cancelled",
+        )
+        if not await self.store.replace(task, done):
+            raise InvalidTaskStateError(f"task {task.id!r} was started by someone else")
+        self._bus.publish(Event(EventType.CANCELLED, task.id, task=done))
+        return done
 
     async def _release(self, task_id: str) -> None:
         """Put a task this process was running back to PENDING (queued)."""
@@ -706,6 +746,12 @@ class TaskManager(AsyncResource):
                 await self.store.purge(utcnow() - timedelta(seconds=retention))
             except Exception:
                 log.exception("purging expired tasks failed")
+
+
+def _request_cancel(task: Task) -> Task:
+    if task.status.is_terminal or task.cancel_requested:
+        return task
+    return task.evolve(cancel_requested=True)
 
 
 class _LostOwnership(Exception):

@@ -99,6 +99,8 @@ class Task:
     ``commands`` holds one ffmpeg command, or several chained commands that share a
     work dir.  ``input_files`` maps a file name used in the command to its URL;
     ``output_files`` are the declared output names (the first is the main one).
+    ``cancel_requested`` is set by ``cancel()`` of a task running in another
+    process, so that its worker records CANCELLED rather than a job-engine stop.
     """
 
     id: str
@@ -120,6 +122,7 @@ class Task:
     options: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
     idempotency_key: str | None = None
     worker: str | None = None
+    cancel_requested: bool = False
     version: int = 0
 
     # -- convenient views -----------------------------------------------------
@@ -185,6 +188,7 @@ class Task:
             "options": dict(self.options),
             "idempotency_key": self.idempotency_key,
             "worker": self.worker,
+            "cancel_requested": self.cancel_requested,
             "created_at": _dt_to_str(self.created_at),
             "started_at": _dt_to_str(self.started_at),
             "finished_at": _dt_to_str(self.finished_at),
@@ -219,5 +223,6 @@ class Task:
             options=data.get("options", {}),
             idempotency_key=data.get("idempotency_key"),
             worker=data.get("worker"),
+            cancel_requested=bool(data.get("cancel_requested", False)),
             version=data.get("version", 0),
         )

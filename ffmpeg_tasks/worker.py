@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .backends.saq import JOB_FUNCTION, SaqBackend, make_queue
@@ -51,17 +51,54 @@ async def run_task(ctx: Mapping[str, Any], *, task_id: str) -> dict[str, Any]:
     manager: TaskManager = ctx[MANAGER_KEY]
     job = ctx.get("job")
     beat = asyncio.create_task(_heartbeat(job)) if job is not None else None
+    run = asyncio.ensure_future(manager.execute(task_id, takeover=True))
     try:
-        task = await manager.execute(task_id, takeover=True)
+        task = await asyncio.shield(run)
     except (InvalidTaskStateError, TaskNotFoundError) as exc:
         log.info("task %s: nothing to do (%s)", task_id, exc)
         return {"task_id": task_id, "skipped": str(exc)}
+    except asyncio.CancelledError:
+        # saq stopped the job: a caller's cancel(), or saq's own reasons (sweep,
+        # shutdown), after which the job runs again and the task must be PENDING.
+        if beat is not None:
+            beat.cancel()  # a heartbeat write must not race with the abort mark
+        if not run.done():
+            await _settle(_stop(manager, task_id))
+        raise
     finally:
         if beat is not None:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
     return {"task_id": task_id, "status": task.status.value, "error_code": task.error_code}
+
+
+async def _stop(manager: TaskManager, task_id: str) -> None:
+    """The job was stopped: record CANCELLED if a caller asked, else put the task back.
+
+    saq also stops jobs for its own reasons (its sweep, a job timeout, a shutdown);
+    the job then runs again, so the task must be PENDING, not CANCELLED.
+    """
+    try:
+        requested = (await manager.status(task_id)).cancel_requested
+    except Exception:  # cannot tell: keep the task rather than lose it
+        log.warning("task %s: cannot read it; putting it back", task_id, exc_info=True)
+        requested = False
+    if requested:
+        await manager.cancel(task_id)
+    else:
+        log.info("task %s: job stopped by saq, not cancelled; the task goes back", task_id)
+        await manager.release(task_id)
+
+
+async def _settle(aw: Awaitable[Any]) -> None:
+    """Run ``aw`` to the end even if the job is cancelled again meanwhile."""
+    inner = asyncio.ensure_future(aw)
+    while not inner.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([inner])
+    with contextlib.suppress(Exception):
+        inner.result()
 
 
 async def _heartbeat(job: Any) -> None:

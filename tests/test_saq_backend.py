@@ -228,6 +228,34 @@ async def test_cancel_from_the_api_process_stops_ffmpeg_on_the_worker(
 
 
 @pytest.mark.redis
+async def test_a_job_saq_itself_aborts_goes_back_to_pending_and_runs_again(
+    env: dict[str, Any], media_server: MediaServer
+) -> None:
+    """saq's sweep can abort a job a worker just took; that is not a user's cancel."""
+    manager: TaskManager = env["manager"]
+    queue = env["backend"].queue
+    env["workers"].spawn()
+    await wait_workers(env["backend"], 1)
+    task = await submit(manager, media_server, t=3, src="long.mp4")
+    await wait_for(task.id, manager, lambda t: t.phase is Phase.PROCESSING)
+    job = await queue.job(job_key(task.id))
+    assert job is not None
+
+    # what saq's sweep does with a job it thinks is stuck: abort, wait, retry
+    await queue.abort(job, error=queue.swept_error_message)
+    await job.refresh(10.0)
+    released = await manager.status(task.id)
+    await queue.retry(job, error=queue.swept_error_message)
+    final = await manager.wait(task.id, timeout=40)
+
+    assert released.status is TaskStatus.PENDING, released
+    assert released.error_code is None
+    assert final.status is TaskStatus.COMPLETED, env["workers"].logs()
+    assert final.attempts["run"] == 2
+    assert stored_files(env["out"]) == [f"{task.id}/out.mp4"]
+
+
+@pytest.mark.redis
 async def test_progress_events_reach_the_api_process(
     env: dict[str, Any], media_server: MediaServer
 ) -> None:

@@ -10,11 +10,13 @@ Workers run :func:`ffmpeg_tasks.worker.run_worker` on the same queue and store.
 One saq job per task, keyed ``ffmpeg-task:<task id>`` so enqueueing twice is
 harmless.  The job function beats the job's heartbeat while the task runs; when a
 worker dies, saq's sweep (on any live worker) aborts the stale job and retries it,
-and the next worker takes the task over.  ``abort`` aborts the saq job, which
-cancels the job coroutine on the worker (the manager then records CANCELLED and
-stops ffmpeg).  Events cross processes over Redis pub/sub on
-``<prefix>:events:<task id>``; with a PostgreSQL queue ``events()`` returns None
-and the manager polls the store instead.
+and the next worker takes the task over.  ``cancel()`` marks the task
+``cancel_requested`` in the store, then ``abort`` aborts the saq job, which cancels
+the job coroutine on the worker (which records CANCELLED and stops ffmpeg).  A job
+saq stops for its own reasons (its sweep can race with a worker that just took the
+job) puts the task back to PENDING, and saq's retry runs it again.  Events cross
+processes over Redis pub/sub on ``<prefix>:events:<task id>``; with a PostgreSQL
+queue ``events()`` returns None and the manager polls the store instead.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ log = logging.getLogger("ffmpeg_tasks.saq")
 
 JOB_FUNCTION = "ffmpeg_tasks.run_task"
 """The name workers register the job function under."""
+
 
 _PROGRESS = (EventType.DOWNLOADING, EventType.RUNNING, EventType.UPLOADING)
 _OUTBOX_SIZE = 1024
