@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -21,6 +24,42 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+async def _report_hung_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Shortly before pytest-timeout fires, print the stack of every asyncio task.
+
+    pytest-timeout shows threads only; a test stuck in an ``await`` is a coroutine.
+    """
+    limit = float(request.config.getini("timeout") or 0)
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        limit = float(marker.args[0])
+    if limit <= 10:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        out = io.StringIO()
+        print(f"--- asyncio tasks still pending after {limit - 10:g}s ---", file=out)
+        for task in asyncio.all_tasks(loop):
+            print(f"{task.get_name()}:", file=out)
+            aw: object = task.get_coro()
+            while aw is not None:
+                frame = getattr(aw, "cr_frame", None) or getattr(aw, "gi_frame", None)
+                if frame is None:
+                    print(f"    awaiting {aw!r}"[:300], file=out)
+                    break
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=out)
+                aw = getattr(aw, "cr_await", None) or getattr(aw, "gi_yieldfrom", None)
+        sys.stderr.write(out.getvalue())
+
+    handle = loop.call_later(limit - 10, dump)
+    yield
+    handle.cancel()
 
 
 @pytest.fixture(scope="session")
