@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from ffmpeg_tasks.errors import ConfigurationError, StorageError
+from ffmpeg_tasks.storage import s3 as s3_module
 from ffmpeg_tasks.storage.base import Storage
 from ffmpeg_tasks.storage.s3 import MiB, S3Storage
 
@@ -140,6 +143,35 @@ async def test_multipart_upload_in_parts(
     assert len(seen) == 3
     assert seen[-1] == (len(big_bytes), len(big_bytes))
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+async def test_bodies_carry_crc32_checksums_that_s3_keeps(
+    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path, big_bytes: bytes
+) -> None:
+    def b64crc(data: bytes) -> str:
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+    small = big_file.with_name("small.bin")
+    small.write_bytes(big_bytes[:1000])
+    async with _multipart_storage(s3_server, s3_bucket) as storage:
+        await storage.put(big_file, "t/big.mp4", content_type="video/mp4")
+        await storage.put(small, "t/small.bin", content_type="application/octet-stream")
+
+    head = s3_client.head_object(Bucket=s3_bucket, Key="t/small.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == b64crc(big_bytes[:1000])
+    parts = [big_bytes[i : i + 5 * MiB] for i in range(0, len(big_bytes), 5 * MiB)]
+    composite = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    head = s3_client.head_object(Bucket=s3_bucket, Key="t/big.mp4", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].split("-")[0] == b64crc(composite)  # moto omits "-3"
+
+
+async def test_checksum_none_sends_no_checksum(
+    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+) -> None:
+    async with _multipart_storage(s3_server, s3_bucket, checksum=None) as storage:
+        await storage.put(big_file, "t/big.mp4", content_type="video/mp4")
+    head = s3_client.head_object(Bucket=s3_bucket, Key="t/big.mp4", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in head
 
 
 async def test_file_shrinking_mid_multipart_leaves_nothing(
@@ -354,6 +386,7 @@ def test_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         {"addressing_style": "sideways"},
         {"access_key_id": "only-id"},
         {"prefix": "a/../b"},
+        {"checksum": "sha1"},
     ],
 )
 def test_bad_configuration(kwargs: dict[str, Any]) -> None:
@@ -372,13 +405,20 @@ class ScriptedS3:
     def __init__(self) -> None:
         self.script: list[tuple[int, str]] = []
         self.requests: list[tuple[str, str]] = []
-        app = web.Application()
+        self.checksums: list[bool] = []  # per body with a CRC32: did it match?
+        app = web.Application(client_max_size=64 * MiB)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = ThreadedAiohttpServer(app)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
+        body = await request.read()
         self.requests.append((request.method, request.path))
+        sent = request.headers.get("x-amz-checksum-crc32")
+        if sent is not None:
+            matches = sent == base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+            self.checksums.append(matches)
+            if not matches:  # what S3 answers
+                self.script.insert(0, (400, "BadDigest"))
         if self.script:
             status, code = self.script.pop(0)
             body = (
@@ -386,6 +426,15 @@ class ScriptedS3:
                 f"<Error><Code>{code}</Code><Message>scripted {code}</Message></Error>"
             )
             return web.Response(status=status, text=body, content_type="application/xml")
+        if request.method == "POST" and "uploads" in request.query:
+            xml = (
+                "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>"
+                "<UploadId>up1</UploadId></InitiateMultipartUploadResult>"
+            )
+            return web.Response(text=xml, content_type="application/xml")
+        if request.method == "POST":
+            xml = "<CompleteMultipartUploadResult><ETag>x</ETag></CompleteMultipartUploadResult>"
+            return web.Response(text=xml, content_type="application/xml")
         return web.Response(status=200, headers={"ETag": '"abc"'})
 
 
@@ -401,6 +450,7 @@ def scripted_s3() -> Iterator[ScriptedS3]:
 def fake_s3(scripted_s3: ScriptedS3) -> ScriptedS3:
     scripted_s3.script.clear()
     scripted_s3.requests.clear()
+    scripted_s3.checksums.clear()
     return scripted_s3
 
 
@@ -465,7 +515,6 @@ async def test_multipart_streams_at_most_max_concurrency_parts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Parts are streamed from the file, never more than max_concurrency open at once."""
-    from ffmpeg_tasks.storage import s3 as s3_module
 
     live = 0
     peak = 0
@@ -518,3 +567,43 @@ async def test_cancelled_twice_abort_finishes_before_aclose(
         await put
     await storage.aclose()
     _no_leftovers(s3_client, s3_bucket)
+
+
+async def test_every_body_carries_the_crc32_of_the_bytes_sent(
+    fake_s3: ScriptedS3, big_file: Path
+) -> None:
+    async with S3Storage(
+        "b", endpoint_url=fake_s3.server.base_url, multipart_threshold=5 * MiB, part_size=5 * MiB
+    ) as storage:
+        await storage.put(big_file, "t/big.mp4", content_type="video/mp4")
+    assert fake_s3.checksums == [True, True, True]
+
+
+async def test_a_part_changed_after_hashing_is_refused_and_aborted(
+    fake_s3: ScriptedS3, big_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers BadDigest when a body does not match its checksum."""
+    real = s3_module._digests_of
+
+    def then_change(path: Path, offset: int, length: int, **kw: bool) -> dict[str, str]:
+        sums = real(path, offset, length, **kw)
+        if offset > 0:
+            with path.open("r+b") as f:
+                f.seek(offset)
+                f.write(b"\xff\x00\xff")
+        return sums
+
+    monkeypatch.setattr(s3_module, "_digests_of", then_change)
+    async with S3Storage(
+        "b",
+        endpoint_url=fake_s3.server.base_url,
+        multipart_threshold=5 * MiB,
+        part_size=5 * MiB,
+        max_concurrency=1,
+    ) as storage:
+        with pytest.raises(StorageError) as info:
+            await storage.put(big_file, "t/big.mp4", content_type="video/mp4")
+    assert "BadDigest" in str(info.value)
+    assert "s3://b/t/big.mp4" in str(info.value)
+    assert False in fake_s3.checksums
+    assert fake_s3.requests[-1][0] == "DELETE"  # the multipart upload was aborted

@@ -8,11 +8,11 @@ so memory stays flat whatever the file or part size and no large copy runs on th
 A failed or cancelled multipart upload is aborted, so no partial object and no pending
 upload stays behind.
 
-Request bodies are not SHA-256 signed (that hash would run on the event loop) and carry
-no checksum unless the endpoint requires one (TLS protects them in transit).  With
-``content_md5=True`` each body carries a Content-MD5, computed in a thread before sending,
-which S3 checks — a file that changes between hashing and sending is then refused — at
-the price of reading every byte twice (measured: ~25% slower uploads to a local server).
+Request bodies are not SHA-256 signed (that hash would run on the event loop).  Each
+body carries a CRC32 (``x-amz-checksum-crc32``, computed in a thread before sending),
+which S3 verifies and keeps: a body corrupted in transit, or a file that changes between
+hashing and sending, is refused.  Without it S3 servers compute a full-object checksum
+of their own at CompleteMultipartUpload.  ``content_md5=True`` adds a Content-MD5.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import io
 import logging
 import os
+import zlib
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -81,10 +82,15 @@ class _SourceChanged(Exception):
 _HASH_BLOCK = 1 * MiB
 
 
-def _md5_of(path: Path, offset: int, length: int) -> str:
-    """Base64 MD5 of ``length`` bytes at ``offset`` (runs in a thread, 1 MiB at a time)."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    buffer = bytearray(min(_HASH_BLOCK, length))
+def _digests_of(path: Path, offset: int, length: int, *, md5: bool, crc32: bool) -> dict[str, str]:
+    """Request checksum parameters for ``length`` bytes at ``offset``, in one read.
+
+    Runs in a thread, 1 MiB at a time (``zlib.crc32`` and ``hashlib`` release the GIL
+    on blocks that large).
+    """
+    digest = hashlib.md5(usedforsecurity=False) if md5 else None
+    crc = 0
+    buffer = bytearray(min(_HASH_BLOCK, length) or 1)
     view = memoryview(buffer)
     read = 0
     with path.open("rb", buffering=0) as f:
@@ -93,14 +99,22 @@ def _md5_of(path: Path, offset: int, length: int) -> str:
             n = f.readinto(view[: min(len(view), length - read)])
             if not n:
                 break
-            md5.update(view[:n])
+            if digest is not None:
+                digest.update(view[:n])
+            if crc32:
+                crc = zlib.crc32(view[:n], crc)
             read += n
     if read != length:
         raise _SourceChanged(
             f"{path} shrank while uploading: expected {length} bytes at offset {offset}, "
             f"read {read}"
         )
-    return base64.b64encode(md5.digest()).decode("ascii")
+    out: dict[str, str] = {}
+    if digest is not None:
+        out["ContentMD5"] = base64.b64encode(digest.digest()).decode("ascii")
+    if crc32:
+        out["ChecksumCRC32"] = base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+    return out
 
 
 class _FileSlice(io.RawIOBase):
@@ -189,10 +203,11 @@ class S3Storage(AsyncResource):
     addressing is used unless ``addressing_style`` says otherwise).  Credentials default to
     the standard AWS chain.  ``url`` of a stored file is a presigned GET valid for
     ``presign_expires`` seconds (shorter if the credentials expire sooner), or
-    ``public_base_url`` + key when that is set.  ``content_md5`` adds a Content-MD5 to
-    every request body.  ``connect_timeout``, ``read_timeout``
-    and ``max_attempts`` (attempts per request including the first, botocore "standard"
-    retry mode) tune the client.
+    ``public_base_url`` + key when that is set.  ``checksum="crc32"`` (the default)
+    sends a CRC32 of every body, which S3 verifies (``None`` for endpoints that reject
+    checksum headers); ``content_md5`` adds a Content-MD5 as well.  ``connect_timeout``,
+    ``read_timeout`` and ``max_attempts`` (attempts per request including the first,
+    botocore "standard" retry mode) tune the client.
     """
 
     def __init__(
@@ -213,6 +228,7 @@ class S3Storage(AsyncResource):
         session: AioSession | None = None,
         public_base_url: str | None = None,
         content_md5: bool = False,
+        checksum: Literal["crc32"] | None = "crc32",
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_attempts: int = 3,
@@ -264,6 +280,9 @@ class S3Storage(AsyncResource):
         self.max_concurrency = max_concurrency
         self.public_base_url = public_base_url
         self.content_md5 = content_md5
+        if checksum not in ("crc32", None):
+            raise ConfigurationError(f"checksum={checksum!r} must be 'crc32' or None")
+        self.checksum = checksum
         self._credentials = (access_key_id, secret_access_key, session_token)
         self._session = session
         self._config = AioConfig(
@@ -448,16 +467,19 @@ class S3Storage(AsyncResource):
         )
         return url
 
-    async def _md5(self, path: Path, offset: int, length: int) -> dict[str, str]:
-        """``{"ContentMD5": …}`` when ``content_md5`` is on (an extra read of the bytes)."""
-        if not self.content_md5:
+    async def _checksums(self, path: Path, offset: int, length: int) -> dict[str, str]:
+        """``ChecksumCRC32`` / ``ContentMD5`` parameters for a body, computed in a thread."""
+        crc32 = self.checksum == "crc32"
+        if not (crc32 or self.content_md5):
             return {}
-        return {"ContentMD5": await asyncio.to_thread(_md5_of, path, offset, length)}
+        return await asyncio.to_thread(
+            _digests_of, path, offset, length, md5=self.content_md5, crc32=crc32
+        )
 
     async def _put_single(
         self, client: Any, path: Path, full_key: str, size: int, content_type: str
     ) -> None:
-        md5 = await self._md5(path, 0, size)
+        sums = await self._checksums(path, 0, size)
         body = await asyncio.to_thread(_FileSlice, path, 0, size)
         try:
             await client.put_object(
@@ -465,7 +487,8 @@ class S3Storage(AsyncResource):
                 Key=full_key,
                 Body=body,
                 ContentLength=size,
-                **md5,
+                **sums,
+                **({"ChecksumAlgorithm": "CRC32"} if "ChecksumCRC32" in sums else {}),
                 **_headers(content_type),
             )
         finally:
@@ -490,11 +513,12 @@ class S3Storage(AsyncResource):
     ) -> None:
         part_size = self.part_size_for(size)
         count = -(-size // part_size)
+        algorithm = {"ChecksumAlgorithm": "CRC32"} if self.checksum == "crc32" else {}
         created = await client.create_multipart_upload(
-            Bucket=self.bucket, Key=full_key, **_headers(content_type)
+            Bucket=self.bucket, Key=full_key, **algorithm, **_headers(content_type)
         )
         upload_id: str = created["UploadId"]
-        etags: dict[int, str] = {}
+        parts: dict[int, dict[str, Any]] = {}
         numbers = iter(range(1, count + 1))
         done = 0
         completing = False
@@ -503,7 +527,7 @@ class S3Storage(AsyncResource):
             nonlocal done
             offset = (number - 1) * part_size
             length = min(part_size, size - offset)
-            md5 = await self._md5(path, offset, length)
+            sums = await self._checksums(path, offset, length)
             body = await asyncio.to_thread(_FileSlice, path, offset, length)
             try:
                 response = await client.upload_part(
@@ -513,11 +537,13 @@ class S3Storage(AsyncResource):
                     PartNumber=number,
                     Body=body,
                     ContentLength=length,
-                    **md5,
+                    **sums,
                 )
             finally:
                 body.close()
-            etags[number] = response["ETag"]
+            parts[number] = {"ETag": response["ETag"], "PartNumber": number}
+            if "ChecksumCRC32" in sums:
+                parts[number]["ChecksumCRC32"] = sums["ChecksumCRC32"]
             done += length
             if progress is not None:
                 progress(done, size)
@@ -539,9 +565,7 @@ class S3Storage(AsyncResource):
                 Bucket=self.bucket,
                 Key=full_key,
                 UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
-                },
+                MultipartUpload={"Parts": [parts[n] for n in range(1, count + 1)]},
             )
         except BaseException:
             abort = asyncio.create_task(self._abort(client, full_key, upload_id, completing))
