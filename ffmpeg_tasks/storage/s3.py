@@ -79,7 +79,7 @@ class _SourceChanged(Exception):
     """The local file changed size during the upload."""
 
 
-_HASH_BLOCK = 1 * MiB
+_HASH_BLOCK = 256 * 1024
 
 
 def _digests_of(path: Path, offset: int, length: int, *, md5: bool, crc32: bool) -> dict[str, str]:
@@ -150,6 +150,20 @@ class _FileSlice(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
         self._pos = max(0, base + pos)
         return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        """One ``pread`` straight into a new bytes object (``RawIOBase.read`` copies)."""
+        left = self._length - self._pos
+        want = left if size is None or size < 0 else min(size, left)
+        if want <= 0:
+            return b""
+        data = os.pread(self._fd, want, self._start + self._pos)
+        if not data:
+            raise _SourceChanged(
+                f"file shrank while uploading: nothing at offset {self._start + self._pos}"
+            )
+        self._pos += len(data)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         want = min(len(buffer), self._length - self._pos)
