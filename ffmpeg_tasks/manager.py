@@ -735,7 +735,7 @@ class TaskManager(AsyncResource):
         for _ in range(100):
             task = await self.status(task_id)
             new = mutate(task)
-            if await self.store.replace(task, new):
+            if new is task or await self.store.replace(task, new):
                 return new
         raise InvalidTaskStateError(f"task {task_id!r} keeps changing under us")
 

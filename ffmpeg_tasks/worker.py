@@ -64,6 +64,8 @@ async def run_task(ctx: Mapping[str, Any], *, task_id: str) -> dict[str, Any]:
             beat.cancel()  # a heartbeat write must not race with the abort mark
         if not run.done():
             await _settle(_stop(manager, task_id))
+        elif not run.cancelled():
+            run.exception()  # retrieved: the job is cancelled either way
         raise
     finally:
         if beat is not None:

@@ -467,6 +467,51 @@ async def test_shutdown_with_release_puts_running_tasks_back_to_pending(
     assert done.attempts["run"] == 2
 
 
+async def test_release_puts_a_running_task_back_and_it_runs_again(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    async with make(tmp_path) as tm:
+        task = await tm.register(
+            "-re -i in.mp4 -t 3 -c:v libx264 -preset ultrafast out.mp4",
+            {"in.mp4": media_server.media_url("long.mp4")},
+            "out.mp4",
+        )
+        await tm.submit(task.id)
+        await wait_phase(tm, task.id, Phase.PROCESSING)
+
+        released = await tm.release(task.id)
+
+        assert released.status is TaskStatus.PENDING
+        assert released.phase is Phase.QUEUED
+        assert released.worker is None
+        assert released.error_code is None
+        assert no_leftovers(tmp_path)
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.mp4"))
+        done = await tm.execute(task.id)
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.attempts["run"] == 2
+
+
+async def test_a_task_marked_cancel_requested_is_cancelled_instead_of_run(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    """cancel() from another process marks the task; whoever picks it up next obeys."""
+    async with make(tmp_path) as tm:
+        task = await tm.register(
+            "-i in.mp4 -frames:v 1 out.jpg",
+            {"in.mp4": media_server.media_url("clip.mp4")},
+            "out.jpg",
+        )
+        assert await tm.store.replace(task, task.evolve(cancel_requested=True))
+
+        done = await tm.execute(task.id)
+
+    assert done.status is TaskStatus.CANCELLED
+    assert done.error_code == "cancelled"
+    assert done.attempts.get("run", 0) == 0
+    assert done.to_dict()["cancel_requested"] is True
+
+
 async def test_still_image_metadata_comes_from_ffmpeg_itself(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
