@@ -32,23 +32,32 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": ordered[-1] * 1000}
 
 
-async def baseline(cfg: dict[str, Any]) -> dict[str, float]:
+async def baseline(cfg: dict[str, Any], *, upload: bool) -> dict[str, float]:
     """Loop lag of a bare asyncio process while two plain ffmpeg transcodes run.
 
-    Separates CPU starvation (2 cores, x264 on both) from work done on the loop.
+    With ``upload``, ``aws s3 cp`` sends the same big file to the same moto meanwhile:
+    the machine carries the load of the measured run (moto's CPU included), but the
+    bare process does no work of its own.  Separates CPU starvation from loop work.
     """
     media = Path(cfg["media_dir"])
     job = cfg["jobs"][0]
     lags: list[float] = []
     procs = []
     for i in range(2):
-        work = Path(cfg["scratch"]) / f"baseline{i}"
+        work = Path(cfg["scratch"]) / f"baseline{i}-{int(upload)}"
         work.mkdir(parents=True)
         for name, src in job["inputs"].items():
             (work / name).symlink_to(media / src)
         argv = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *job["command"].split()]
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=work, stdin=asyncio.subprocess.DEVNULL
+        )
+        procs.append(proc)
+    if upload:
+        target = f"s3://{cfg['bucket']}/{cfg['run_id']}/baseline.mp4"
+        argv = [cfg["aws"], "s3", "cp", "--quiet", "--endpoint-url", cfg["s3_endpoint"]]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cfg["upload"], target, stdin=asyncio.subprocess.DEVNULL
         )
         procs.append(proc)
     waiting = asyncio.gather(*(p.wait() for p in procs))
@@ -103,14 +112,15 @@ async def probe_under_load(cfg: dict[str, Any]) -> dict[str, Any]:
         await probing
     return {
         **figures,
-        "baseline_lag": await baseline(cfg),
+        "baseline_lag": await baseline(cfg, upload=False),
+        "baseline_upload_lag": await baseline(cfg, upload=True),
         "samples": len(status_times),
         "status": _percentiles(status_times),
         "loop_lag": _percentiles(lags),
     }
 
 
-def run(svc: services.Services, sizes: Sizes) -> dict[str, Any]:
+def run(svc: services.Services, sizes: Sizes, aws: str) -> dict[str, Any]:
     """Run the probe in a fresh process; return its figures."""
     run_id = f"latency-{uuid.uuid4().hex[:8]}"
     scratch = WORK / "scratch" / run_id
@@ -123,6 +133,7 @@ def run(svc: services.Services, sizes: Sizes) -> dict[str, Any]:
         "bucket": svc.bucket,
         "upload": str(MEDIA / upload_file_name(sizes)),
         "media_dir": str(MEDIA),
+        "aws": aws,
         "options": {},
     }
     out = subprocess.run(
@@ -136,7 +147,7 @@ def run(svc: services.Services, sizes: Sizes) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"latency probe failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    svc.check_and_clear(run_id, 3)
+    svc.check_and_clear(run_id, 4)
     return result
 
 

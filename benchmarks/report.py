@@ -227,7 +227,14 @@ def write(results: dict[str, Any], out: Path) -> None:
             ("status", "`tm.status()` call, from wake-up to result"),
             ("loop_lag", "loop lag (10 ms sleep overshoot) in that process"),
             ("baseline_lag", "loop lag of a bare asyncio process beside 2 plain ffmpeg runs"),
+            (
+                "baseline_upload_lag",
+                "loop lag of a bare asyncio process beside 2 plain ffmpeg runs and "
+                "`aws s3 cp` of the same file to moto",
+            ),
         ):
+            if key not in lat:
+                continue
             s = lat[key]
             lines.append(f"| {title} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['max_ms']:.2f} |")
         lines.append("")

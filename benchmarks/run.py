@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_latency:
             from . import latency
 
-            results["latency"] = latency.run(svc, sizes)
+            results["latency"] = latency.run(svc, sizes, aws)
             print("latency", json.dumps(results["latency"]), flush=True)
     results["elapsed"] = time.time() - started
     results["env"] = report.environment()
