@@ -99,8 +99,8 @@ async def _settle(aw: Awaitable[Any]) -> None:
     while not inner.done():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([inner])
-    with contextlib.suppress(Exception):
-        inner.result()
+    if not inner.cancelled() and (error := inner.exception()) is not None:
+        log.warning("stopping a stopped job's task failed", exc_info=error)
 
 
 async def _heartbeat(job: Any) -> None:

@@ -529,11 +529,11 @@ async def test_multipart_streams_at_most_max_concurrency_parts(
             opened += 1
             peak = max(peak, live)
 
-        def close(self) -> None:
+        def release(self) -> None:
             nonlocal live
             if not self.closed:
                 live -= 1
-            super().close()
+            super().release()
 
     monkeypatch.setattr(s3_module, "_FileSlice", CountingSlice)
     src = tmp_path / "big.bin"
