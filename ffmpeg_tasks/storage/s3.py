@@ -3,13 +3,15 @@
 One client serves the storage's whole life: it is created on first use and closed by
 :meth:`S3Storage.aclose` (or ``async with``).  Files up to ``multipart_threshold`` go up
 in one PutObject; larger ones as a multipart upload sent ``max_concurrency`` parts at a
-time.  Bodies are streamed from the file (aiohttp reads each chunk in a worker thread),
-so memory stays flat whatever the file or part size and no large copy runs on the loop.
+time.  Bodies are streamed from the file 256 KiB at a time (see :class:`_FileSlice`:
+page-cached chunks are read without blocking, the rest in a thread), so memory stays
+flat whatever the file or part size.
 A failed or cancelled multipart upload is aborted, so no partial object and no pending
 upload stays behind.
 
 Request bodies are not SHA-256 signed (that hash would run on the event loop).  Each
-body carries a CRC32 (``x-amz-checksum-crc32``, computed in a thread before sending),
+body carries a CRC32 (``x-amz-checksum-crc32``, computed before sending in one hashing
+thread per storage),
 which S3 verifies and keeps: a body corrupted in transit, or a file that changes between
 hashing and sending, is refused.  Without it S3 servers compute a full-object checksum
 of their own at CompleteMultipartUpload.  ``content_md5=True`` adds a Content-MD5.
