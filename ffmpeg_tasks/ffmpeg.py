@@ -8,16 +8,27 @@ environment variable → ``ffmpeg`` on ``PATH`` → the binary bundled by the op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from .errors import FFmpegNotFoundError
 
-__all__ = ["FFmpegBinary", "find_ffmpeg", "find_ffprobe", "probe_version", "run_capture"]
+__all__ = [
+    "FFmpegBinary",
+    "find_ffmpeg",
+    "find_ffprobe",
+    "kill_session",
+    "probe_version",
+    "run_capture",
+    "spawn",
+]
 
 ENV_VARS = ("FFMPEG_TASKS_FFMPEG", "FFMPEG_BINARY")
 FFPROBE_ENV_VARS = ("FFMPEG_TASKS_FFPROBE", "FFPROBE_BINARY")
@@ -104,14 +115,13 @@ async def run_capture(
     stdin is closed and stderr discarded; on timeout or cancellation the process
     (in its own session) is killed and reaped before the error propagates.
     """
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         *argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
     )
     assert proc.stdout is not None
     try:
@@ -123,12 +133,54 @@ async def run_capture(
                     break
                 out += chunk
             if len(out) >= max_output:
-                proc.kill()
+                kill_session(proc)
             return await proc.wait(), bytes(out)
     finally:
         if proc.returncode is None:
-            proc.kill()
+            kill_session(proc)
             await proc.wait()
+
+
+async def spawn(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """``create_subprocess_exec`` in a new session, safe to cancel while it starts.
+
+    A cancel that arrives while the process starts would otherwise make asyncio kill
+    only the direct child, leaving what it already forked (bubblewrap's inner
+    process) orphaned; here the whole session is killed and reaped, then the cancel
+    propagates.
+    """
+    start = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(*argv, start_new_session=True, **kwargs)
+    )
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        while not start.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([start])
+        if not start.cancelled() and start.exception() is None:
+            proc = start.result()
+            kill_session(proc)
+            await _shielded_wait(proc)
+        raise
+
+
+async def _shielded_wait(proc: asyncio.subprocess.Process) -> None:
+    waiter = asyncio.ensure_future(proc.wait())
+    while not waiter.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([waiter])
+
+
+def kill_session(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group of ``proc``, started with ``start_new_session=True``.
+
+    Killing only ``proc`` can leave what it forked running, holding its pipes open,
+    and then ``proc.wait()`` never returns (asyncio waits for the pipes to close).
+    bubblewrap cancelled while it sets up is such a case.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def probe_version(binary: str, *, timeout: float = 10.0) -> str:

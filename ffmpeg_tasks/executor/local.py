@@ -28,7 +28,7 @@ from ..errors import (
     ExecutionTimeoutError,
     SandboxUnavailableError,
 )
-from ..ffmpeg import find_ffmpeg, probe_version
+from ..ffmpeg import find_ffmpeg, probe_version, spawn
 from .base import ExecResult, ProgressCallback
 from .progress import LineSplitter, ProgressParser, StderrTail, progress_marker
 from .sandbox import (
@@ -279,13 +279,12 @@ class LocalExecutor(AsyncResource):
             preexec = self.limits.preexec()
         started = loop.time()
         clock = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv,
             cwd=workdir,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
             env=env,
             preexec_fn=preexec,
         )

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigurationError
+from ..ffmpeg import kill_session, spawn
 
 __all__ = [
     "GiB",
@@ -218,13 +219,12 @@ async def bwrap_self_test(
     env = minimal_env("/")
     argv = [*prefix, *bwrap_argv(bwrap, ffmpeg, env, None), ffmpeg, "-hide_banner", "-version"]
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            start_new_session=True,
         )
     except OSError as exc:
         return f"cannot start {bwrap!r}: {exc}"
@@ -234,7 +234,7 @@ async def bwrap_self_test(
         return f"{bwrap!r} self-test did not finish within {timeout:g}s"
     finally:
         if proc.returncode is None:
-            proc.kill()
+            kill_session(proc)  # bwrap's inner process too, or wait() never returns
             await proc.wait()
     if proc.returncode != 0 or not out.startswith(b"ffmpeg version"):
         detail = err.decode("utf-8", "replace").strip()[-300:] or f"exit status {proc.returncode}"

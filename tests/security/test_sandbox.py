@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from ffmpeg_tasks.errors import SandboxUnavailableError
 from ffmpeg_tasks.executor import LocalExecutor, ResourceLimits
-from ffmpeg_tasks.executor.sandbox import find_bwrap
+from ffmpeg_tasks.executor.sandbox import bwrap_self_test, find_bwrap
 
 from ..servers import MediaServer
 
@@ -310,3 +311,58 @@ async def test_binary_outside_usr_runs_in_the_sandbox(bwrap_works: None, work: P
         result = await ex.run(["-f", "lavfi", "-i", "sine=duration=0.2", "out.wav"], work)
     assert result.returncode == 0, result.stderr_tail
     assert (work / "out.wav").stat().st_size > 0
+
+
+def _orphan_bwraps() -> set[int]:
+    """bwrap processes whose parent is gone (reparented to PID 1), zombies excluded."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        name = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
+        state, ppid = stat[stat.rfind(b")") + 2 :].split()[:2]
+        if name == b"bwrap" and ppid == b"1" and state != b"Z":
+            found.add(int(entry))
+    return found
+
+
+async def test_self_test_cancelled_while_bwrap_starts_leaves_nothing_behind(
+    bwrap_works: None, ffmpeg_bin: str
+) -> None:
+    """Killing only bwrap's outer process early left its inner one running, holding the
+    pipes, and the self-test's wait() never returned.  The whole session is killed now."""
+    bwrap = find_bwrap()
+    assert bwrap is not None
+    before = _orphan_bwraps()
+    for i in range(30):
+        test = asyncio.create_task(bwrap_self_test(bwrap, ffmpeg_bin))
+        await asyncio.sleep((i % 10) * 0.001)
+        test.cancel()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(asyncio.CancelledError):
+                await test
+    await asyncio.sleep(0.2)
+    assert _orphan_bwraps() - before == set()
+
+
+async def test_runs_cancelled_while_starting_leave_nothing_behind(
+    sandboxed: LocalExecutor, tmp_path: Path
+) -> None:
+    await sandboxed.sandboxed()  # the self-test is done; what follows is run() itself
+    before = _orphan_bwraps()
+    for i in range(30):
+        run = asyncio.create_task(
+            sandboxed.run(["-f", "lavfi", "-i", "testsrc", "-t", "5", "-f", "null", "-"], tmp_path)
+        )
+        await asyncio.sleep((i % 10) * 0.002)
+        run.cancel()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+    await asyncio.sleep(0.2)
+    assert _orphan_bwraps() - before == set()
+    assert sandboxed.running == 0
