@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from ._lifecycle import run_to_end
 from .errors import FFmpegNotFoundError
 
 __all__ = [
@@ -155,21 +156,12 @@ async def spawn(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
     try:
         return await asyncio.shield(start)
     except asyncio.CancelledError:
-        while not start.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([start])
+        await run_to_end(start)
         if not start.cancelled() and start.exception() is None:
             proc = start.result()
             kill_session(proc)
-            await _shielded_wait(proc)
+            await run_to_end(proc.wait())
         raise
-
-
-async def _shielded_wait(proc: asyncio.subprocess.Process) -> None:
-    waiter = asyncio.ensure_future(proc.wait())
-    while not waiter.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([waiter])
 
 
 def kill_session(proc: asyncio.subprocess.Process) -> None:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._lifecycle import run_to_end
 from .backends.saq import JOB_FUNCTION, SaqBackend, make_queue
 from .errors import ConfigurationError, FFmpegTasksError, InvalidTaskStateError, TaskNotFoundError
 
@@ -95,11 +96,8 @@ async def _stop(manager: TaskManager, task_id: str) -> None:
 
 async def _settle(aw: Awaitable[Any]) -> None:
     """Run ``aw`` to the end even if the job is cancelled again meanwhile."""
-    inner = asyncio.ensure_future(aw)
-    while not inner.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([inner])
-    if not inner.cancelled() and (error := inner.exception()) is not None:
+    done = await run_to_end(aw)
+    if not done.cancelled() and (error := done.exception()) is not None:
         log.warning("stopping a stopped job's task failed", exc_info=error)
 
 

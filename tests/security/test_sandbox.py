@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -330,6 +330,18 @@ def _orphan_bwraps() -> set[int]:
     return found
 
 
+async def _cancel_soon_after_start(start: Callable[[], Awaitable[object]], step: float) -> None:
+    """Start and cancel 30 times, 0 to 9 ``step``s after the start; each must end in 10 s."""
+    for i in range(30):
+        task = asyncio.ensure_future(start())
+        await asyncio.sleep((i % 10) * step)
+        task.cancel()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await asyncio.sleep(0.2)
+
+
 async def test_self_test_cancelled_while_bwrap_starts_leaves_nothing_behind(
     bwrap_works: None, ffmpeg_bin: str
 ) -> None:
@@ -338,14 +350,7 @@ async def test_self_test_cancelled_while_bwrap_starts_leaves_nothing_behind(
     bwrap = find_bwrap()
     assert bwrap is not None
     before = _orphan_bwraps()
-    for i in range(30):
-        test = asyncio.create_task(bwrap_self_test(bwrap, ffmpeg_bin))
-        await asyncio.sleep((i % 10) * 0.001)
-        test.cancel()
-        async with asyncio.timeout(10):
-            with contextlib.suppress(asyncio.CancelledError):
-                await test
-    await asyncio.sleep(0.2)
+    await _cancel_soon_after_start(lambda: bwrap_self_test(bwrap, ffmpeg_bin), step=0.001)
     assert _orphan_bwraps() - before == set()
 
 
@@ -354,15 +359,7 @@ async def test_runs_cancelled_while_starting_leave_nothing_behind(
 ) -> None:
     await sandboxed.sandboxed()  # the self-test is done; what follows is run() itself
     before = _orphan_bwraps()
-    for i in range(30):
-        run = asyncio.create_task(
-            sandboxed.run(["-f", "lavfi", "-i", "testsrc", "-t", "5", "-f", "null", "-"], tmp_path)
-        )
-        await asyncio.sleep((i % 10) * 0.002)
-        run.cancel()
-        async with asyncio.timeout(10):
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-    await asyncio.sleep(0.2)
+    args = ["-f", "lavfi", "-i", "testsrc", "-t", "5", "-f", "null", "-"]
+    await _cancel_soon_after_start(lambda: sandboxed.run(args, tmp_path), step=0.002)
     assert _orphan_bwraps() - before == set()
     assert sandboxed.running == 0
