@@ -574,13 +574,7 @@ class TaskManager(AsyncResource):
         def mutate(task: Task) -> Task:
             if task.status is not TaskStatus.PENDING:
                 return task
-            return task.evolve(
-                status=TaskStatus.CANCELLED,
-                phase=Phase.DONE,
-                finished_at=utcnow(),
-                error="cancelled before it started",
-                error_code="cancelled",
-            )
+            return _unstarted_cancel(task)
 
         task = await self._update(task_id, mutate)
         if task.status is TaskStatus.CANCELLED:
@@ -674,14 +668,7 @@ class TaskManager(AsyncResource):
         return final
 
     async def _finish_unstarted_cancel(self, task: Task) -> Task:
-        done = task.evolve(
-            status=TaskStatus.CANCELLED,
-            phase=Phase.DONE,
-            finished_at=utcnow(),
-            worker=None,
-            error="cancelled",
-            error_code="cancelled",
-        )
+        done = _unstarted_cancel(task)
         if not await self.store.replace(task, done):
             raise InvalidTaskStateError(f"task {task.id!r} was started by someone else")
         self._bus.publish(Event(EventType.CANCELLED, task.id, task=done))
@@ -746,6 +733,18 @@ class TaskManager(AsyncResource):
                 await self.store.purge(utcnow() - timedelta(seconds=retention))
             except Exception:
                 log.exception("purging expired tasks failed")
+
+
+def _unstarted_cancel(task: Task) -> Task:
+    """``task`` recorded CANCELLED before this run started it."""
+    return task.evolve(
+        status=TaskStatus.CANCELLED,
+        phase=Phase.DONE,
+        finished_at=utcnow(),
+        worker=None,
+        error="cancelled before it started",
+        error_code="cancelled",
+    )
 
 
 def _request_cancel(task: Task) -> Task:
