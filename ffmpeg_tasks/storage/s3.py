@@ -10,11 +10,11 @@ A failed or cancelled multipart upload is aborted, so no partial object and no p
 upload stays behind.
 
 Request bodies are not SHA-256 signed (that hash would run on the event loop).  Each
-body carries a CRC32 (``x-amz-checksum-crc32``, computed before sending in one hashing
-thread per storage),
-which S3 verifies and keeps: a body corrupted in transit, or a file that changes between
-hashing and sending, is refused.  Without it S3 servers compute a full-object checksum
-of their own at CompleteMultipartUpload.  ``content_md5=True`` adds a Content-MD5.
+body carries a CRC32 (``x-amz-checksum-crc32``, computed before sending by the storage's
+one hashing thread), which S3 verifies and keeps: a body corrupted in transit, or a file
+that changes between hashing and sending, is refused.  Without it S3 servers compute a
+full-object checksum of their own at CompleteMultipartUpload.  ``content_md5=True`` adds
+a Content-MD5.
 """
 
 from __future__ import annotations
