@@ -873,7 +873,12 @@ class _Run:
             if result.returncode != 0:
                 raise diagnose(result.returncode, result.stderr_tail)
         files = await asyncio.to_thread(
-            collect_outputs, self.work, plan.outputs, plan.sidecars, exclude=self.task.input_files
+            collect_outputs,
+            self.work,
+            plan.outputs,
+            plan.sidecars,
+            exclude=self.task.input_files,
+            delete_excluded=True,
         )
         metadata = await self._metadata(files, dump, out_time)
         self.progress = 100.0

@@ -38,13 +38,24 @@ def _regular(path: Path) -> os.stat_result | None:
 
 
 def collect_outputs(
-    work: Path, outputs: Sequence[str], sidecars: Sequence[str], *, exclude: Collection[str] = ()
+    work: Path,
+    outputs: Sequence[str],
+    sidecars: Sequence[str],
+    *,
+    exclude: Collection[str] = (),
+    delete_excluded: bool = False,
 ) -> list[tuple[str, Path]]:
     """``(name, path)`` of every file to store; raises :class:`OutputError`.
 
     Each declared output must exist as a non-empty regular file (a pattern output
-    must match at least one); sidecar globs may match nothing.
+    must match at least one); sidecar globs may match nothing.  ``delete_excluded``
+    first removes the ``exclude`` files (the inputs, once ffmpeg is done with them):
+    the disk space is back before the upload, and the kernel drops a deleted
+    file's dirty pages instead of writing them back while the upload runs.
     """
+    if delete_excluded:
+        for name in exclude:
+            (work / name).unlink(missing_ok=True)
     entries = sorted(e for e in os.listdir(work) if e not in exclude and not e.endswith(".part"))
     found: list[tuple[str, Path]] = []
     seen: set[str] = set()

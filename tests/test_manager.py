@@ -121,6 +121,28 @@ async def test_two_inputs_overlay_to_local_storage(
     assert leftovers(tmp_path) == []
 
 
+async def test_inputs_are_deleted_before_the_upload(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    """ffmpeg is done with the inputs: their disk space (and dirty pages) go before the upload."""
+    seen: list[list[str]] = []
+
+    class Watching(LocalStorage):
+        async def put(self, path: Path, key: str, **kwargs: object) -> object:  # type: ignore[override]
+            seen.append(sorted(os.listdir(path.parent)))
+            return await super().put(path, key, **kwargs)  # type: ignore[arg-type]
+
+    async with make_manager(tmp_path, Watching(tmp_path / "out")) as tm:
+        task = await tm.run(
+            "-i video.mp4 -frames:v 1 out.jpg",
+            {"video.mp4": media_server.media_url("clip.mp4")},
+            "out.jpg",
+        )
+    assert task.status is TaskStatus.COMPLETED, (task.error_code, task.error, task.diagnostics)
+    assert seen == [["out.jpg"]]
+    assert leftovers(tmp_path) == []
+
+
 async def test_placeholders_and_to_dict(tmp_path: Path, media_server: MediaServer) -> None:
     async with make_manager(tmp_path) as tm:
         task = await tm.run(
@@ -358,6 +380,18 @@ async def test_from_env_uses_s3(
         )
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.output_uri == f"s3://{s3_bucket}/{task.id}/output.mp4"
+
+
+def test_from_env_reads_nice() -> None:
+    from ffmpeg_tasks.config import settings_from_env
+    from ffmpeg_tasks.errors import ConfigurationError
+
+    assert settings_from_env({})["executor"].nice == 10
+    assert settings_from_env({"FFMPEG_TASKS_NICE": "0"})["executor"].nice == 0
+    assert settings_from_env({"FFMPEG_TASKS_NICE": "3"})["executor"].nice == 3
+    for bad in ("20", "-1", "low"):
+        with pytest.raises(ConfigurationError, match="FFMPEG_TASKS_NICE"):
+            settings_from_env({"FFMPEG_TASKS_NICE": bad})
 
 
 def _ffmpeg_children() -> list[int]:

@@ -34,6 +34,17 @@ def test_sidecar_globs_skip_symlinks_dirs_inputs_and_partial_files(tmp_path: Pat
     (tmp_path / "seg_004.ts.part").write_bytes(b"x")
     found = collect_outputs(tmp_path, ["out.m3u8"], ["seg_*.ts", "*.ts"], exclude={"in.ts"})
     assert [name for name, _ in found] == ["out.m3u8", "seg_000.ts", "seg_001.ts"]
+    assert (tmp_path / "in.ts").exists()
+
+
+def test_delete_excluded_removes_the_inputs_first(tmp_path: Path) -> None:
+    (tmp_path / "in.ts").write_bytes(b"input")
+    (tmp_path / "out.ts").write_bytes(b"output")
+    found = collect_outputs(
+        tmp_path, ["out.ts"], ["*.ts"], exclude={"in.ts", "gone.ts"}, delete_excluded=True
+    )
+    assert [name for name, _ in found] == ["out.ts"]
+    assert sorted(os.listdir(tmp_path)) == ["out.ts"]
 
 
 def test_missing_and_empty_outputs(tmp_path: Path) -> None:
