@@ -14,6 +14,7 @@
 | ``FFMPEG_TASKS_MAX_INPUT_BYTES`` | size cap per downloaded input | 10 GiB |
 | ``FFMPEG_TASKS_ALLOW_PRIVATE_NETWORKS`` | ``1`` lets inputs come from private addresses | ``0`` |
 | ``FFMPEG_TASKS_SANDBOX`` | ``auto``, ``require`` or ``off`` | ``auto`` |
+| ``FFMPEG_TASKS_NICE`` | ffmpeg's CPU priority below the host's (0 to 19) | 10 |
 | ``FFMPEG_TASKS_WORK_DIR`` | where private work dirs are made | system temp |
 | ``FFMPEG_TASKS_STORE`` | ``memory``, a SQLite path, ``redis://…`` or ``postgresql://…`` | memory |
 | ``FFMPEG_TASKS_RETENTION`` | seconds finished tasks are kept | forever |
@@ -42,6 +43,12 @@ def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) ->
     if result <= 0:
         raise ConfigurationError(f"{name}={value!r} must be positive")
     return result
+
+
+def _nice(value: str) -> int:
+    if not value.isdigit() or int(value) > 19:
+        raise ConfigurationError(f"FFMPEG_TASKS_NICE={value!r}: use an integer from 0 to 19")
+    return int(value)
 
 
 def store_from_url(url: str) -> Any:
@@ -99,6 +106,7 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         env.get("FFMPEG_TASKS_FFMPEG") or None,
         max_concurrency=_number(env, "FFMPEG_TASKS_MAX_CONCURRENCY", int) or 2,
         sandbox=cast(Literal["auto", "require", "off"], sandbox),
+        nice=_nice(env.get("FFMPEG_TASKS_NICE") or "10"),
     )
     timeout = _number(env, "FFMPEG_TASKS_TIMEOUT", float)
     if timeout:

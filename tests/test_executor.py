@@ -172,6 +172,9 @@ def test_missing_binary_fails_at_construction(tmp_path: Path) -> None:
         ({"timeout": 0}, "timeout"),
         ({"grace_period": -1}, "grace_period"),
         ({"env": {"A=B": "x"}}, "A=B"),
+        ({"nice": 20}, "nice"),
+        ({"nice": -1}, "nice"),
+        ({"nice": True}, "nice"),
     ],
 )
 def test_bad_configuration_is_named(kwargs: dict[str, object], name: str) -> None:
@@ -271,6 +274,41 @@ async def test_cancel_stops_the_process_and_propagates(
     assert not os.path.exists(f"/proc/{pid}")
     assert not any(group_alive(p) for p in leaders)
     assert executor.running == 0
+
+
+def autogroups_enabled() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sandbox", ["off", "auto"])
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_ffmpeg_runs_nice_steps_below_the_host(
+    work: Path, ffmpeg_bin: str, sandbox: Literal["off", "auto"], nice: int
+) -> None:
+    async with LocalExecutor(sandbox=sandbox, nice=nice) as ex:
+        run = asyncio.create_task(ex.run(FOREVER, work))
+        pid = await wait_for_ffmpeg(ffmpeg_bin, work)
+        try:
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(ours + nice, 19)
+            assert (await ex.describe())["nice"] == nice
+            if autogroups_enabled():  # each run is a session: its share too
+                for _ in range(100):
+                    group = Path(f"/proc/{pid}/autogroup").read_text().split()
+                    if group[-1] == str(nice):
+                        break
+                    await asyncio.sleep(0.02)
+                assert group[-1] == str(nice)
+                # Empty when we sit in the kernel's default group (no setsid since boot).
+                mine = Path("/proc/self/autogroup").read_text().split()
+                assert not mine or group[0] != mine[0]
+        finally:
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
 
 
 @pytest.mark.parametrize("sandbox", ["off", "auto"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from .sandbox import (
     bwrap_argv,
     bwrap_self_test,
     find_bwrap,
+    find_nice,
     find_prlimit,
     find_setpriv,
     minimal_env,
@@ -69,6 +71,110 @@ class _Activity:
         self.marker: tuple[str | None, ...] | None = None
 
 
+class _SessionShare:
+    """Lowers the CPU share of a run's session on kernels with autogroup scheduling.
+
+    There every session gets an equal share of the CPUs whatever its processes' nice
+    values, and each run is a session of its own (bubblewrap's ``--new-session`` makes
+    another inside the sandbox), so ``nice`` alone would not put ffmpeg behind the
+    host.  ``/proc/PID/autogroup`` takes a session's nice value.  The sandbox's process
+    is named by bwrap's ``--info-fd``; its session is lowered once it has called
+    ``setsid``.  Done from a timer that starts at 0.1 s: runs shorter than that never
+    pay for it.
+    """
+
+    def __init__(self, nice: int, *, with_info: bool) -> None:
+        self.nice = nice
+        self._info: tuple[int, int] | None = os.pipe() if with_info else None
+        self._pid: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._delay = 0.1
+
+    @property
+    def info_write(self) -> int | None:
+        return self._info[1] if self._info else None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self._info[1],) if self._info else ()
+
+    def started(self, pid: int) -> None:
+        if self._info:  # the child has its copy; reads now end at bwrap's write
+            os.close(self._info[1])
+            self._info = (self._info[0], -1)
+            os.set_blocking(self._info[0], False)
+        else:  # unsandboxed: ffmpeg itself leads the run's session
+            self._pid = pid
+        if self.nice:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._poll)
+
+    def _poll(self) -> None:
+        self._timer = None
+        if self._lowered():
+            self.close()
+            return
+        self._delay *= 2
+        if self._delay < 2.0:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._poll)
+
+    def _lowered(self) -> bool:
+        """Lower the session if it exists by now; True when there is nothing left to do."""
+        if self._pid is None:
+            assert self._info is not None
+            try:
+                self._pid = int(json.loads(os.read(self._info[0], 4096))["child-pid"])
+            except BlockingIOError:
+                return False  # not written yet
+            except (OSError, ValueError, KeyError, TypeError):
+                return True  # an old bwrap: nothing to go by
+        session = _session_of(self._pid)
+        if session == self._pid:
+            _set_autogroup_nice(self._pid, self.nice)
+        return session is None or session == self._pid
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._info is not None:
+            for fd in self._info:
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._info = None
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_autogroup_nice(pid: int, nice: int) -> None:
+    try:
+        fd = os.open(f"/proc/{pid}/autogroup", os.O_WRONLY)
+    except OSError:
+        return  # the process is gone
+    try:
+        os.write(fd, str(nice).encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _autogroups_enabled() -> bool:
+    """Whether the kernel schedules by autogroup (sessions share CPUs equally)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled", "rb") as f:
+            return f.read().strip() == b"1"
+    except OSError:
+        return False
+
+
 class LocalExecutor(AsyncResource):
     """Runs the ffmpeg binary found by :func:`~ffmpeg_tasks.ffmpeg.find_ffmpeg`.
 
@@ -76,6 +182,10 @@ class LocalExecutor(AsyncResource):
     ``sandbox="auto"`` uses bubblewrap when its self-test passes, ``"require"`` raises
     :class:`SandboxUnavailableError` when it cannot, ``"off"`` never uses it.
     ``env`` adds variables (e.g. ``FONTCONFIG_FILE``) to the minimal environment.
+    ``nice`` (0 to 19, default 10) runs ffmpeg that many steps below the host's CPU
+    priority (coreutils ``nice``), so the host's event loop and uploads come first
+    when the CPUs are busy; an idle machine still gives ffmpeg all of them.  ``0``
+    runs it at the host's priority.
     """
 
     def __init__(
@@ -90,6 +200,7 @@ class LocalExecutor(AsyncResource):
         sandbox: SandboxMode = "auto",
         env: Mapping[str, str] | None = None,
         bwrap_path: str | os.PathLike[str] | None = None,
+        nice: int = 10,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
@@ -99,6 +210,8 @@ class LocalExecutor(AsyncResource):
             raise ConfigurationError(f"grace_period must be >= 0 seconds, got {grace_period!r}")
         if stderr_tail_bytes < 0:
             raise ConfigurationError(f"stderr_tail_bytes must be >= 0, got {stderr_tail_bytes!r}")
+        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ConfigurationError(f"nice must be an integer from 0 to 19, got {nice!r}")
         if sandbox not in ("auto", "require", "off"):
             raise ConfigurationError(f"sandbox must be 'auto', 'require' or 'off', got {sandbox!r}")
         for key, value in (env or {}).items():
@@ -116,6 +229,10 @@ class LocalExecutor(AsyncResource):
         self.env = dict(env or {})
         self._prlimit = find_prlimit() if limits is not None else None
         self._setpriv = find_setpriv()
+        self.nice = nice
+        nice_path = find_nice() if nice else None
+        self._nice_prefix = [nice_path, "-n", str(nice)] if nice_path else []
+        self._autogroup_nice = nice if nice and _autogroups_enabled() else 0
         self._death_prefix: list[str] | None = None  # probed on first run
         self._bwrap = find_bwrap(bwrap_path) if sandbox != "off" else None
         self._sandbox_checked = sandbox == "off" or self._bwrap is None
@@ -191,11 +308,6 @@ class LocalExecutor(AsyncResource):
         env = minimal_env(workdir, self.env)
         if self._death_prefix is None:
             self._death_prefix = await pdeathsig_prefix(self._setpriv)
-        argv = [*self._death_prefix, *self._limit_prefix()]
-        if sandboxed:
-            assert self._bwrap is not None
-            argv += bwrap_argv(self._bwrap, self.ffmpeg_path, env, workdir)
-        argv += [self.ffmpeg_path, *args]
         async with self._semaphore:
             if self._closed:
                 raise ConfigurationError("LocalExecutor is closed")
@@ -203,7 +315,7 @@ class LocalExecutor(AsyncResource):
             self._idle.clear()
             try:
                 return await self._run(
-                    argv, workdir, env, timeout, stall_timeout, progress, on_stderr, sandboxed
+                    args, workdir, env, timeout, stall_timeout, progress, on_stderr, sandboxed
                 )
             finally:
                 self._active -= 1
@@ -239,6 +351,7 @@ class LocalExecutor(AsyncResource):
         info["rlimits_method"] = (
             "none" if self.limits is None else "prlimit" if self._prlimit else "setrlimit"
         )
+        info["nice"] = self.nice if self._nice_prefix else 0
         info["max_concurrency"] = self.max_concurrency
         info["running"] = self.running
         return info
@@ -264,7 +377,7 @@ class LocalExecutor(AsyncResource):
 
     async def _run(
         self,
-        argv: list[str],
+        args: Sequence[str],
         workdir: str,
         env: dict[str, str],
         timeout: float | None,
@@ -277,26 +390,43 @@ class LocalExecutor(AsyncResource):
         preexec = None
         if self.limits is not None and self._prlimit is None:
             preexec = self.limits.preexec()
-        started = loop.time()
-        clock = time.monotonic()
-        proc = await spawn(
-            *argv,
-            cwd=workdir,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            preexec_fn=preexec,
+        argv = [*self._nice_prefix, *(self._death_prefix or []), *self._limit_prefix()]
+        share = _SessionShare(
+            self._autogroup_nice, with_info=sandboxed and self._autogroup_nice > 0
         )
-        self._procs.add(proc)
-        if self._closed:  # aclose() ran while the process was starting
-            await self._stop_uninterruptibly(proc)
-        activity = _Activity(started)
-        tail = StderrTail(self.stderr_tail_bytes)
-        readers = [asyncio.create_task(self._drain_stderr(proc, tail, activity, on_stderr))]
-        if progress is not None:
-            readers.append(asyncio.create_task(self._drain_progress(proc, activity, progress)))
         try:
+            if sandboxed:
+                assert self._bwrap is not None
+                argv += bwrap_argv(
+                    self._bwrap, self.ffmpeg_path, env, workdir, info_fd=share.info_write
+                )
+            argv += [self.ffmpeg_path, *args]
+            started = loop.time()
+            clock = time.monotonic()
+            proc = await spawn(
+                *argv,
+                cwd=workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                preexec_fn=preexec,
+                pass_fds=share.pass_fds,
+            )
+        except BaseException:
+            share.close()
+            raise
+        self._procs.add(proc)
+        readers: list[asyncio.Task[None]] = []
+        try:
+            share.started(proc.pid)
+            if self._closed:  # aclose() ran while the process was starting
+                await self._stop_uninterruptibly(proc)
+            activity = _Activity(started)
+            tail = StderrTail(self.stderr_tail_bytes)
+            readers.append(asyncio.create_task(self._drain_stderr(proc, tail, activity, on_stderr)))
+            if progress is not None:
+                readers.append(asyncio.create_task(self._drain_progress(proc, activity, progress)))
             try:
                 await self._watch(proc, started, timeout, stall_timeout, activity, bool(progress))
             except _Stop as stop:
@@ -309,6 +439,7 @@ class LocalExecutor(AsyncResource):
             self._kill_group(proc.pid)  # stragglers that left the leader behind
             await self._finish_readers(readers)
         finally:
+            share.close()
             for task in readers:
                 task.cancel()
             self._procs.discard(proc)
@@ -383,7 +514,10 @@ class LocalExecutor(AsyncResource):
                 return
 
     async def _drain_progress(
-        self, proc: asyncio.subprocess.Process, activity: _Activity, callback: ProgressCallback
+        self,
+        proc: asyncio.subprocess.Process,
+        activity: _Activity,
+        callback: ProgressCallback,
     ) -> None:
         assert proc.stdout is not None
         loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ __all__ = [
     "bwrap_argv",
     "bwrap_self_test",
     "find_bwrap",
+    "find_nice",
     "find_prlimit",
     "find_setpriv",
     "minimal_env",
@@ -97,18 +98,26 @@ class ResourceLimits:
         return apply
 
 
-def find_prlimit() -> str | None:
-    """util-linux ``prlimit`` on Linux, else None."""
+def _find_linux_tool(name: str) -> str | None:
+    """``name`` from the system directories (then PATH) on Linux, else None."""
     if not sys.platform.startswith("linux"):
         return None
-    return shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin") or shutil.which("prlimit")
+    return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin") or shutil.which(name)
+
+
+def find_prlimit() -> str | None:
+    """util-linux ``prlimit`` on Linux, else None."""
+    return _find_linux_tool("prlimit")
 
 
 def find_setpriv() -> str | None:
     """util-linux ``setpriv`` on Linux (for ``--pdeathsig``), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin") or shutil.which("setpriv")
+    return _find_linux_tool("setpriv")
+
+
+def find_nice() -> str | None:
+    """coreutils ``nice`` on Linux, else None."""
+    return _find_linux_tool("nice")
 
 
 async def pdeathsig_prefix(setpriv: str | None) -> list[str]:
@@ -175,6 +184,8 @@ def bwrap_argv(
     ffmpeg: str,
     env: Mapping[str, str],
     workdir: str | None,
+    *,
+    info_fd: int | None = None,
 ) -> list[str]:
     """``bwrap … --`` confining ffmpeg to a read-only system and a writable ``workdir``.
 
@@ -193,6 +204,8 @@ def bwrap_argv(
         "--new-session",
         "--clearenv",
     ]
+    if info_fd is not None:  # bwrap writes {"child-pid": …} there
+        args += ["--info-fd", str(info_fd)]
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += _system_binds()
