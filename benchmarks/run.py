@@ -39,6 +39,7 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
 EXTRA: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "W1": [("d-nosandbox", "ffmpeg_tasks, sandbox='off'", {"sandbox": "off"})],
     "W3": [
+        ("a-io", "bare asyncio loop + the same I/O (aiohttp, aiobotocore)", {}),
         ("d-noprobe", "ffmpeg_tasks, ffprobe=False", {"ffprobe": False}),
         ("d-nosandbox", "ffmpeg_tasks, sandbox='off'", {"sandbox": "off"}),
     ],
@@ -107,7 +108,7 @@ def run_variant(
         raise RuntimeError(f"{wl.name}/{variant} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["machine_cpu"] = busy
-    if variant != "a":
+    if variant != "a":  # "a-io" stores its outputs too
         result["stored_bytes"] = svc.check_and_clear(run_id, len(wl.jobs))
     result["moto_rss_mib"] = svc.moto_rss_mib()
     return result
@@ -146,16 +147,24 @@ def main(argv: list[str] | None = None) -> None:
     with services.running(MEDIA, WORK / "logs") as svc:
         for name in names:
             wl = all_workloads[name]
+            variants = VARIANTS + EXTRA.get(name, [])
+            runs: dict[str, list[dict[str, Any]]] = {v: [] for v, _, _ in variants}
+
+            def repeats_of(variant: str, wl_name: str = name) -> int:
+                slow = wl_name == "W3" and variant in ("b", "c")
+                return max(sizes.repeats_slow if slow and not args.quick else sizes.repeats, 1)
+
+            # Round-robin (a b c d a b c d …), so a drift of the machine's speed during
+            # the workload touches every variant alike.
+            for round_ in range(max(repeats_of(v) for v, _, _ in variants)):
+                for variant, _, options in variants:
+                    if round_ < repeats_of(variant):
+                        runs[variant].append(run_variant(svc, wl, variant, options, aws))
+                        print(f"{name} {variant:12} {json.dumps(runs[variant][-1])}", flush=True)
             rows: dict[str, Any] = {}
-            for variant, label, options in VARIANTS + EXTRA.get(name, []):
-                slow = name == "W3" and variant in ("b", "c")
-                repeats = sizes.repeats_slow if slow and not args.quick else sizes.repeats
-                runs = []
-                for _ in range(max(repeats, 1)):
-                    runs.append(run_variant(svc, wl, variant, options, aws))
-                    print(f"{name} {variant:12} {json.dumps(runs[-1])}", flush=True)
-                rows[variant] = {"label": label, "options": options, **median_of(runs)}
-                rows[variant]["all"] = runs
+            for variant, label, options in variants:
+                rows[variant] = {"label": label, "options": options, **median_of(runs[variant])}
+                rows[variant]["all"] = runs[variant]
             results["workloads"][name] = {"title": wl.title, "rows": rows}
         if not args.no_latency:
             from . import latency

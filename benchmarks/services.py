@@ -103,6 +103,7 @@ def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # its own session: not the host's CPU share
             )
         procs.append(http)
         with open(log_dir / "moto.log", "wb") as log:
@@ -111,6 +112,7 @@ def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # its own session: not the host's CPU share
             )
         procs.append(moto)
         _wait_port(http_port, http, "file server")

@@ -8,6 +8,10 @@ Variants:
 
 * ``a`` (floor): ffmpeg alone on local files, ``concurrency`` at a time under an
   asyncio semaphore (for W3 this is the "bare asyncio loop").
+* ``a-io`` (bare loop with the same I/O, W3 only): ``a`` plus what every job must
+  also do: each input fetched with one shared aiohttp session, the output stored with
+  one shared aiobotocore client (``put_object``), no checks, no sandbox, no records.
+  It is the least code that does the job; ``d`` against it is the library's overhead.
 * ``b`` (shell): per job one ``bash`` script: ``curl`` each input one after another,
   ``ffmpeg``, ``aws s3 cp``; ``concurrency`` scripts at a time.
 * ``c`` (replica of the original service): a global queue and dict, ``concurrency``
@@ -16,7 +20,7 @@ Variants:
   client per task and a blocking ``upload_file`` in the coroutine.
 * ``d`` (ffmpeg_tasks): ``TaskManager`` with ``S3Storage``, ``HttpDownloader`` and
   ``LocalExecutor(max_concurrency=concurrency)``; every job registered and submitted,
-  then waited for.  Options: ``ffprobe`` (bool), ``sandbox`` ("auto"/"off"),
+  then waited for.  Options: ``ffprobe`` (bool), ``sandbox`` ("auto"/"off"), ``nice``,
   ``slots`` (``max_concurrent_tasks``).
 """
 
@@ -76,6 +80,42 @@ async def run_floor(cfg: Config) -> None:
     async with asyncio.TaskGroup() as group:
         for index, job in enumerate(cfg["jobs"]):
             group.create_task(one(index, job))
+
+
+async def run_bare_io(cfg: Config) -> None:
+    import aiohttp
+    from aiobotocore.session import get_session
+
+    slots = asyncio.Semaphore(cfg["concurrency"])
+    s3_cm = get_session().create_client(
+        "s3", endpoint_url=cfg["s3_endpoint"], region_name="us-east-1"
+    )
+    async with aiohttp.ClientSession() as http, s3_cm as s3:
+
+        async def one(index: int, job: Config) -> None:
+            async with slots:
+                work = _job_dir(cfg, index)
+                for name, source in job["inputs"].items():
+                    async with http.get(cfg["http_base"] + source) as resp:
+                        resp.raise_for_status()
+                        (work / name).write_bytes(await resp.read())  # tiny files only
+                proc = await asyncio.create_subprocess_exec(
+                    cfg["ffmpeg"], "-nostdin", "-y", "-loglevel", "error",
+                    *shlex.split(job["command"]),
+                    cwd=work,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                if await proc.wait() != 0:
+                    raise RuntimeError(f"ffmpeg failed on job {index}")
+                body = (work / job["output"]).read_bytes()
+                await s3.put_object(
+                    Bucket=cfg["bucket"], Key=_key(cfg, index, job["output"]), Body=body
+                )
+                shutil.rmtree(work)
+
+        async with asyncio.TaskGroup() as group:
+            for index, job in enumerate(cfg["jobs"]):
+                group.create_task(one(index, job))
 
 
 # -- (b) the shell pipeline -----------------------------------------------------
@@ -183,7 +223,9 @@ def make_manager(cfg: Config, concurrency: int) -> Any:
     storage = S3Storage(
         cfg["bucket"], prefix=cfg["run_id"], endpoint_url=cfg["s3_endpoint"], region="us-east-1"
     )
-    executor = LocalExecutor(max_concurrency=concurrency, sandbox=opts.get("sandbox", "auto"))
+    executor = LocalExecutor(
+        max_concurrency=concurrency, sandbox=opts.get("sandbox", "auto"), nice=opts.get("nice", 10)
+    )
     return TaskManager(
         storage=storage,
         downloader=HttpDownloader(allow_private_networks=True),
@@ -212,12 +254,18 @@ async def run_library(cfg: Config) -> None:
                 raise RuntimeError(f"task {task_id} {task.status.value}: {task.error}")
 
 
-VARIANTS = {"a": run_floor, "b": run_shell, "c": run_replica, "d": run_library}
+VARIANTS = {
+    "a": run_floor,
+    "a-io": run_bare_io,
+    "b": run_shell,
+    "c": run_replica,
+    "d": run_library,
+}
 
 
 def measure(cfg: Config) -> dict[str, Any]:
     """Run ``cfg`` once and return its figures (CPU in seconds, RSS in MiB)."""
-    runner = VARIANTS[cfg["variant"][0]]
+    runner = VARIANTS.get(cfg["variant"]) or VARIANTS[cfg["variant"][0]]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -243,6 +291,9 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     if cfg["variant"][0] == "d":
         import ffmpeg_tasks  # noqa: F401 - imported before the clock starts, like a host app
+    elif cfg["variant"] == "a-io":
+        import aiobotocore.session  # noqa: F401
+        import aiohttp
     elif cfg["variant"][0] == "c":
         import aiohttp  # noqa: F401
         import boto3  # noqa: F401
