@@ -134,6 +134,7 @@ class TaskManager(AsyncResource):
         self._releasing = False
         self._release_ids: set[str] = set()
         self._janitor: asyncio.Task[None] | None = None
+        self._warm_ups: dict[int, asyncio.Task[None]] = {}
 
     # -- construction helpers ---------------------------------------------------
 
@@ -231,10 +232,11 @@ class TaskManager(AsyncResource):
         self._closed = True
         if release:
             self.release_on_cancel()
-        if self._janitor is not None:
-            self._janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._janitor
+        for helper in (self._janitor, *self._warm_ups.values()):
+            if helper is not None:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         runners = list(self._runners.values())
         for runner in runners:
             runner.cancel()
@@ -699,6 +701,26 @@ class TaskManager(AsyncResource):
         log.warning("task %s: %s; leaving it to the new owner", lost.task.id, lost)
         return lost.task
 
+    def _start_warm_up(self, backend: object) -> None:
+        """Once per backend, in the background: its optional ``warm_up()``.
+
+        A run calls this for the executor as it starts downloading and for the
+        storage and downloader as ffmpeg starts, so one-time setup (the sandbox self-test, the S3
+        client) overlaps work instead of delaying it.  Failures are only logged:
+        the real call reports them.
+        """
+        warm_up = getattr(backend, "warm_up", None)
+        if not callable(warm_up) or id(backend) in self._warm_ups:
+            return
+
+        async def run() -> None:
+            try:
+                await warm_up()
+            except Exception as exc:
+                log.debug("warm-up of %r failed: %r", backend, exc)
+
+        self._warm_ups[id(backend)] = asyncio.create_task(run(), name="ffmpeg-tasks-warm-up")
+
     def _make_work_dir(self, task_id: str) -> Path:
         root = self.work_dir
         if root is not None:
@@ -819,10 +841,13 @@ class _Run:
     async def _execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
         m = self.m
         executor = m.executor  # resolve ffmpeg before downloading anything
+        m._start_warm_up(executor)
         plan = plan_task(
             m.policy, self.task.commands, self.task.input_files, self.task.output_files
         )
         await self._download_all()
+        m._start_warm_up(m.storage)
+        m._start_warm_up(m.downloader)  # for the next task
         self.progress = 0.0
         await self._flush(phase=Phase.PROCESSING)
         timeout = self.task.options.get("timeout", m.timeout)
@@ -880,10 +905,20 @@ class _Run:
             exclude=self.task.input_files,
             delete_excluded=True,
         )
-        metadata = await self._metadata(files, dump, out_time)
         self.progress = 100.0
         await self._flush(phase=Phase.UPLOADING)
-        stored = await self._upload_all(files)
+        # ffprobe (and the expect= check) run beside the upload; a failure of either
+        # cancels the other, and the caller discards whatever was stored.
+        stored: list[StoredObject] = []
+        metadata: dict[str, Any] = {}
+
+        async def upload() -> None:
+            stored.extend(await self._upload_all(files))
+
+        async def probe() -> None:
+            metadata.update(await self._metadata(files, dump, out_time))
+
+        await _all_or_nothing([upload(), probe()])
         return stored, metadata
 
     async def _download_all(self) -> None:

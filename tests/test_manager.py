@@ -143,6 +143,97 @@ async def test_inputs_are_deleted_before_the_upload(
     assert leftovers(tmp_path) == []
 
 
+async def test_backends_warm_up_once_while_the_first_task_downloads(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    """The executor warms up as downloads start, the storage as ffmpeg starts; once each."""
+    calls: list[str] = []
+
+    class Storage(LocalStorage):
+        async def warm_up(self) -> None:
+            calls.append("storage")
+            raise OSError("only logged: put() reports real problems")
+
+        async def put(self, path: Path, key: str, **kwargs: object) -> object:  # type: ignore[override]
+            calls.append("put")
+            return await super().put(path, key, **kwargs)  # type: ignore[arg-type]
+
+    class Executor(LocalExecutor):
+        async def warm_up(self) -> None:
+            calls.append("executor")
+            await super().warm_up()
+
+    class Downloader(HttpDownloader):
+        async def fetch(self, *args: object, **kwargs: object) -> int:
+            calls.append("fetch")
+            return await super().fetch(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with TaskManager(
+        storage=Storage(tmp_path / "out"),
+        downloader=Downloader(allow_private_networks=True),
+        executor=Executor(),
+        work_dir=tmp_path / "work",
+    ) as tm:
+        for _ in range(2):
+            task = await tm.run(
+                "-i video.mp4 -frames:v 1 out.jpg",
+                {"video.mp4": media_server.media_url("clip.mp4")},
+                "out.jpg",
+            )
+            assert task.status is TaskStatus.COMPLETED, (task.error_code, task.error)
+    assert calls == ["executor", "fetch", "storage", "put", "fetch", "put"]
+
+
+async def test_close_cancels_a_warm_up_still_running(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    cancelled = asyncio.Event()
+
+    class Storage(LocalStorage):
+        async def warm_up(self) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+
+    tm = make_manager(tmp_path, Storage(tmp_path / "out"))
+    async with tm:
+        task = await tm.run(
+            "-i video.mp4 -frames:v 1 out.jpg",
+            {"video.mp4": media_server.media_url("clip.mp4")},
+            "out.jpg",
+        )
+        assert task.status is TaskStatus.COMPLETED, (task.error_code, task.error)
+        assert not cancelled.is_set()
+    assert cancelled.is_set()
+
+
+async def test_expectation_failure_leaves_nothing_in_s3(
+    tmp_path: Path,
+    media_server: MediaServer,
+    s3_server: MotoS3Server,
+    s3_bucket: str,
+    s3_client: object,
+) -> None:
+    """ffprobe and the expect= check run beside the upload; a failure removes the object."""
+    storage = S3Storage(
+        s3_bucket, endpoint_url=s3_server.endpoint_url, region="us-east-1", prefix="exp"
+    )
+    async with make_manager(tmp_path, storage) as tm:
+        task = await tm.run(
+            TRANSCODE,
+            {"input.mp4": media_server.media_url("clip.mp4")},
+            "output.mp4",
+            expect={"min_duration": 100},
+        )
+    assert task.status is TaskStatus.FAILED
+    assert task.error_code == "expectation_failed"
+    assert task.outputs == ()
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="exp/")  # type: ignore[attr-defined]
+    assert listed["KeyCount"] == 0
+    assert leftovers(tmp_path) == []
+
+
 async def test_placeholders_and_to_dict(tmp_path: Path, media_server: MediaServer) -> None:
     async with make_manager(tmp_path) as tm:
         task = await tm.run(

@@ -271,6 +271,7 @@ async def test_one_client_for_many_puts(
         assert storage._client is client
     await storage.url("t0/tone.wav")
     await storage.check()
+    await storage.warm_up()  # the manager's early call: the same client
     assert storage.clients_created == 1
     assert s3_client.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 12
 
