@@ -137,41 +137,57 @@ async def _local(path: Path, fn: Callable[..., _T], *args: Any) -> _T:
 
 
 class _PartWriter:
-    """Appends chunks to a file from a worker thread, about 1 MiB per thread hop."""
+    """Appends chunks to a file from worker threads, about 1 MiB per thread hop.
+
+    The first hop opens the file and the last one closes it, so a small body costs
+    a single hop.  Hops run one after another, also when a cancelled one is still
+    running in its thread as the abort starts.
+    """
 
     def __init__(self, path: Path, *, append: bool) -> None:
         self._path = path
         self._mode = "ab" if append else "wb"
         self._file: IO[bytes] | None = None
         self._buffer = bytearray()
-
-    async def open(self) -> None:
-        self._file = await _local(self._path, open, self._path, self._mode)
+        self._closed = False
+        self._hop_done: asyncio.Future[None] | None = None
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         if len(self._buffer) >= _WRITE_BATCH:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._buffer and self._file is not None:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await _local(self._path, self._file.write, data)
+            await self._hop(close=False)
 
     async def close(self) -> None:
-        """Flush and close; after an error, call with the buffer discarded."""
-        if self._file is None:
-            return
-        try:
-            await self.flush()
-        finally:
-            file, self._file = self._file, None
-            await _local(self._path, file.close)
+        """Write what is buffered and close (creating the file if nothing came)."""
+        if not self._closed:
+            self._closed = True
+            await self._hop(close=True)
 
     async def abort(self) -> None:
         """Write what is buffered (it is valid data, useful for resume) and close."""
         with contextlib.suppress(_LocalIOError):
             await self.close()
+
+    async def _hop(self, *, close: bool) -> None:
+        previous = self._hop_done
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})  # a cancelled hop's thread is still writing
+        if previous is not None and previous.done() and not previous.cancelled():
+            previous.exception()  # seen (it was raised to the cancelled caller, or not at all)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        self._hop_done = asyncio.ensure_future(_local(self._path, self._write, data, close))
+        await asyncio.shield(self._hop_done)
+
+    def _write(self, data: bytes, close: bool) -> None:
+        if self._file is None:
+            self._file = open(self._path, self._mode)  # noqa: SIM115 - closed below
+        try:
+            if data:
+                self._file.write(data)
+        finally:
+            if close:
+                file, self._file = self._file, None
+                file.close()
 
 
 class HttpDownloader(AsyncResource):
@@ -430,9 +446,9 @@ class _Fetch:
             raise DownloadError(
                 f"{self.url}: malformed URL ({exc})", url=self.url, code="invalid_url"
             ) from None
+        # Without resume, an old .part file is truncated by the first write (or
+        # removed below if this attempt fails first).
         offset = await asyncio.to_thread(_part_size, self.part) if resume else 0
-        if not resume:
-            await asyncio.to_thread(_unlink, self.part)
         self.keep_part = offset > 0  # a resumable partial file from an earlier attempt
         try:
             return await self._hops(target, offset)
@@ -559,7 +575,6 @@ class _Fetch:
             )
         ranges = resp.status == 206 or resp.headers.get("Accept-Ranges", "").lower() == "bytes"
         writer = _PartWriter(self.part, append=offset > 0)
-        await writer.open()
         done = offset
         loop = asyncio.get_running_loop()
         window_start, window_bytes = loop.time(), done
