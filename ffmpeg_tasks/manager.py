@@ -704,10 +704,10 @@ class TaskManager(AsyncResource):
     def _start_warm_up(self, backend: object) -> None:
         """Once per backend, in the background: its optional ``warm_up()``.
 
-        A run calls this for the executor as it starts downloading and for the
-        storage and downloader as ffmpeg starts, so one-time setup (the sandbox self-test, the S3
-        client) overlaps work instead of delaying it.  Failures are only logged:
-        the real call reports them.
+        A run calls this for the executor as it starts downloading, and for the
+        storage and the downloader as ffmpeg starts, so one-time setup (the sandbox
+        self-test, the S3 client) overlaps work instead of delaying it.  Failures
+        are only logged: the real call reports them.
         """
         warm_up = getattr(backend, "warm_up", None)
         if not callable(warm_up) or id(backend) in self._warm_ups:
@@ -841,10 +841,10 @@ class _Run:
     async def _execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
         m = self.m
         executor = m.executor  # resolve ffmpeg before downloading anything
-        m._start_warm_up(executor)
         plan = plan_task(
             m.policy, self.task.commands, self.task.input_files, self.task.output_files
         )
+        m._start_warm_up(executor)
         await self._download_all()
         m._start_warm_up(m.storage)
         m._start_warm_up(m.downloader)  # for the next task

@@ -388,8 +388,8 @@ class S3Storage(AsyncResource):
     async def warm_up(self) -> None:
         """Create the S3 client now (~0.25 s: botocore loads its service model).
 
-        The manager calls this in the background when a task starts downloading, so
-        the first upload does not wait for it.
+        The manager calls this in the background as a task's ffmpeg starts, so the
+        first upload does not wait for it.
         """
         await self._get_client()
 
