@@ -170,10 +170,11 @@ class _PartWriter:
 
     async def _hop(self, *, close: bool) -> None:
         previous = self._hop_done
-        if previous is not None and not previous.done():
-            await asyncio.wait({previous})  # a cancelled hop's thread is still writing
-        if previous is not None and previous.done() and not previous.cancelled():
-            previous.exception()  # seen (it was raised to the cancelled caller, or not at all)
+        if previous is not None:
+            if not previous.done():
+                await asyncio.wait({previous})  # a cancelled hop's thread is still writing
+            if not previous.cancelled():
+                previous.exception()  # mark its error seen: its caller was cancelled
         data, self._buffer = bytes(self._buffer), bytearray()
         self._hop_done = asyncio.ensure_future(_local(self._path, self._write, data, close))
         await asyncio.shield(self._hop_done)
