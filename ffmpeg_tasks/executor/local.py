@@ -283,12 +283,13 @@ class LocalExecutor(AsyncResource):
         return self._sandbox_reason is None
 
     async def warm_up(self) -> None:
-        """Do the first run's one-time checks now: sandbox self-test, pdeathsig probe.
+        """Do the first run's one-time checks now: sandbox self-test, else pdeathsig probe.
 
         The manager calls this in the background when a task starts downloading, so
         the checks (~0.2 s) overlap the download instead of delaying ffmpeg.
         """
-        await asyncio.gather(self.sandboxed(), self._probe_pdeathsig())
+        if not await self.sandboxed():
+            await self._probe_pdeathsig()
 
     async def _probe_pdeathsig(self) -> None:
         if self._death_prefix is None:
@@ -321,7 +322,8 @@ class LocalExecutor(AsyncResource):
         if not sandboxed and self.sandbox_mode == "require":
             raise SandboxUnavailableError(f"sandbox='require' but {self._sandbox_reason}")
         env = minimal_env(workdir, self.env)
-        await self._probe_pdeathsig()
+        if not sandboxed:  # bwrap's --die-with-parent does this in the sandbox
+            await self._probe_pdeathsig()
         async with self._semaphore:
             if self._closed:
                 raise ConfigurationError("LocalExecutor is closed")
@@ -404,7 +406,10 @@ class LocalExecutor(AsyncResource):
         preexec = None
         if self.limits is not None and self._prlimit is None:
             preexec = self.limits.preexec()
-        argv = [*self._nice_prefix, *(self._death_prefix or []), *self._limit_prefix()]
+        # In the sandbox, bwrap's own --die-with-parent ties it to this process (one
+        # exec fewer per run); outside it, setpriv does.
+        death = [] if sandboxed else self._death_prefix or []
+        argv = [*self._nice_prefix, *death, *self._limit_prefix()]
         share = _SessionShare(
             self._autogroup_nice, with_info=sandboxed and self._autogroup_nice > 0
         )

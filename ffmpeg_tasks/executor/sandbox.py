@@ -10,6 +10,7 @@ the work dir writable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import sys
@@ -167,7 +168,9 @@ _OPTIONAL_RO = (
 )
 
 
-def _system_binds() -> list[str]:
+@functools.cache
+def _system_binds() -> tuple[str, ...]:
+    """Binds of the system directories (looked up once per process)."""
     args: list[str] = []
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
@@ -176,7 +179,7 @@ def _system_binds() -> list[str]:
             args += ["--ro-bind", path, path]
     for path in _OPTIONAL_RO:
         args += ["--ro-bind-try", path, path]
-    return args
+    return tuple(args)
 
 
 def bwrap_argv(
