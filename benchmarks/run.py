@@ -94,7 +94,7 @@ def run_variant(
         "aws": aws,
     }
     env = {**os.environ, **services.S3_ENV}
-    busy0 = machine_cpu()
+    busy0, servers0 = machine_cpu(), svc.cpu_seconds()
     out = subprocess.run(
         [*FRESH, sys.executable, "-m", "benchmarks.variants", json.dumps(cfg)],
         cwd=ROOT,
@@ -103,11 +103,15 @@ def run_variant(
         text=True,
     )
     busy = machine_cpu() - busy0
+    servers = {k: v - servers0[k] for k, v in svc.cpu_seconds().items()}
     shutil.rmtree(scratch, ignore_errors=True)
     if out.returncode != 0:
         raise RuntimeError(f"{wl.name}/{variant} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["machine_cpu"] = busy
+    result.update(servers)
+    # ffmpeg (also inside bubblewrap, which no rusage sees), curl, aws, helpers, noise
+    result["other_cpu"] = busy - result["host_process_cpu"] - sum(servers.values())
     if variant != "a":  # "a-io" stores its outputs too
         result["stored_bytes"] = svc.check_and_clear(run_id, len(wl.jobs))
     result["moto_rss_mib"] = svc.moto_rss_mib()
@@ -165,7 +169,11 @@ def main(argv: list[str] | None = None) -> None:
             for variant, label, options in variants:
                 rows[variant] = {"label": label, "options": options, **median_of(runs[variant])}
                 rows[variant]["all"] = runs[variant]
-            results["workloads"][name] = {"title": wl.title, "rows": rows}
+            results["workloads"][name] = {
+                "title": wl.title,
+                "job_count": len(wl.jobs),
+                "rows": rows,
+            }
         if not args.no_latency:
             from . import latency
 

@@ -43,12 +43,26 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
 
 
+def _process_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` and its waited-for children, from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 @attrs.frozen
 class Services:
     http_base: str  # ends with "/": append a media file name
     s3_endpoint: str
     bucket: str
     moto_pid: int
+    http_pid: int
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by the S3 server and the file server (user + system)."""
+        return {
+            "s3_server_cpu": _process_cpu(self.moto_pid),
+            "file_server_cpu": _process_cpu(self.http_pid),
+        }
 
     def s3_client(self) -> Any:
         import boto3
@@ -122,6 +136,7 @@ def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
             s3_endpoint=f"http://127.0.0.1:{s3_port}",
             bucket=BUCKET,
             moto_pid=moto.pid,
+            http_pid=http.pid,
         )
         services.s3_client().create_bucket(Bucket=BUCKET)
         yield services

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.variants '<json>'`` runs the jobs and prints one JSON line:
 wall time, the host's own CPU time, its children's CPU time (ffmpeg, curl, aws …),
-the host's peak RSS and the largest child's peak RSS.
+the host's peak RSS and the largest child's peak RSS; for ``d`` also the summed
+duration of its ffmpeg runs (``LocalExecutor.run``, spawn to exit).
 
 Variants:
 
@@ -213,17 +214,37 @@ async def run_replica(cfg: Config) -> None:
 # -- (d) ffmpeg_tasks -------------------------------------------------------------
 
 
+FFMPEG_RUNS: list[float] = []  # seconds of each LocalExecutor.run() of the (d) variants
+
+
+def _timed_executor_class() -> Any:
+    from ffmpeg_tasks.executor.local import LocalExecutor
+
+    class TimedExecutor(LocalExecutor):
+        """LocalExecutor that records how long each ffmpeg run took (spawn to exit)."""
+
+        async def run(self, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await super().run(*args, **kwargs)
+            finally:
+                FFMPEG_RUNS.append(time.perf_counter() - t0)
+
+    return TimedExecutor
+
+
 def make_manager(cfg: Config, concurrency: int) -> Any:
     from ffmpeg_tasks import TaskManager
     from ffmpeg_tasks.downloader.http import HttpDownloader
-    from ffmpeg_tasks.executor.local import LocalExecutor
     from ffmpeg_tasks.storage.s3 import S3Storage
+
+    timed_executor = _timed_executor_class()
 
     opts = cfg.get("options", {})
     storage = S3Storage(
         cfg["bucket"], prefix=cfg["run_id"], endpoint_url=cfg["s3_endpoint"], region="us-east-1"
     )
-    executor = LocalExecutor(
+    executor = timed_executor(
         max_concurrency=concurrency, sandbox=opts.get("sandbox", "auto"), nice=opts.get("nice", 10)
     )
     return TaskManager(
@@ -276,9 +297,11 @@ def measure(cfg: Config) -> dict[str, Any]:
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     host_cpu = (s1.ru_utime - s0.ru_utime) + (s1.ru_stime - s0.ru_stime)
     child_cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    return {
+    figures = {"ffmpeg_runs_s": sum(FFMPEG_RUNS)} if FFMPEG_RUNS else {}
+    return figures | {
         "wall": wall,
         "host_cpu": host_cpu,
+        "host_process_cpu": s1.ru_utime + s1.ru_stime,  # its whole life, imports included
         "child_cpu": child_cpu,
         "cpu": host_cpu + child_cpu,
         "rss_mib": s1.ru_maxrss / 1024,
@@ -290,7 +313,10 @@ def measure(cfg: Config) -> dict[str, Any]:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     if cfg["variant"][0] == "d":
-        import ffmpeg_tasks  # noqa: F401 - imported before the clock starts, like a host app
+        # imported before the clock starts, as a host app does at startup (and as the
+        # other variants import aiohttp, aiobotocore or boto3)
+        import ffmpeg_tasks
+        import ffmpeg_tasks.storage.s3  # noqa: F401 - aiobotocore: ~0.15 s on first import
     elif cfg["variant"] == "a-io":
         import aiobotocore.session  # noqa: F401
         import aiohttp
