@@ -156,9 +156,6 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         r = w["W3"]["rows"]
         x = r["a"]["wall"] / r["d"]["wall"]
         out.append(("W3 throughput: ≥ 0.95x bare asyncio loop (a)", f"{x:.2f}x", x >= 0.95))
-        if "d-noprobe" in r:
-            y = r["a"]["wall"] / r["d-noprobe"]["wall"]
-            out.append(("W3 throughput with ffprobe=False", f"{y:.2f}x", y >= 0.95))
         if "a-io" in r:
             z = r["a-io"]["wall"] / r["d"]["wall"]
             out.append(

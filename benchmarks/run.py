@@ -40,7 +40,6 @@ EXTRA: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "W1": [("d-nosandbox", "ffmpeg_tasks, sandbox='off'", {"sandbox": "off"})],
     "W3": [
         ("a-io", "bare asyncio loop + the same I/O (aiohttp, aiobotocore)", {}),
-        ("d-noprobe", "ffmpeg_tasks, ffprobe=False", {"ffprobe": False}),
         ("d-nosandbox", "ffmpeg_tasks, sandbox='off'", {"sandbox": "off"}),
     ],
 }

@@ -3,7 +3,8 @@
 ``python -m benchmarks.variants '<json>'`` runs the jobs and prints one JSON line:
 wall time, the host's own CPU time, its children's CPU time (ffmpeg, curl, aws …),
 the host's peak RSS and the largest child's peak RSS; for ``d`` also the summed
-duration of its ffmpeg runs (``LocalExecutor.run``, spawn to exit).
+duration of its ``LocalExecutor.run`` calls (for a one-job workload: spawn to exit of
+its ffmpeg; with more jobs than slots it includes the wait for a slot).
 
 Variants:
 
