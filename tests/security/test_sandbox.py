@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from ffmpeg_tasks.errors import SandboxUnavailableError
 from ffmpeg_tasks.executor import LocalExecutor, ResourceLimits
+from ffmpeg_tasks.executor import local as local_executor
 from ffmpeg_tasks.executor.sandbox import bwrap_self_test, find_bwrap
 
 from ..servers import MediaServer
@@ -148,6 +150,31 @@ async def test_default_rlimits_in_force(
     assert limits["Max file size"] == (str(20 * 1024**3),) * 2
     assert limits["Max open files"] == ("256", "256")
     assert limits["Max core file size"] == ("0", "0")
+
+
+async def test_setpriv_wraps_only_unsandboxed_runs(
+    bwrap_works: None, work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the sandbox bwrap's --die-with-parent ties ffmpeg to us; outside it, setpriv does."""
+    real = shutil.which("setpriv")
+    if real is None:
+        pytest.skip("util-linux setpriv is not installed")
+    log = tmp_path / "setpriv.log"
+    wrapper = tmp_path / "setpriv"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(local_executor, "find_setpriv", lambda: str(wrapper))
+    args = ["-f", "lavfi", "-i", "testsrc2=size=64x48:d=0.2", "-f", "null", "-"]
+
+    async with LocalExecutor(sandbox="require") as ex:
+        await ex.warm_up()
+        assert (await ex.run(args, work)).returncode == 0
+    assert not log.exists()
+
+    async with LocalExecutor(sandbox="off") as ex:
+        assert (await ex.run(args, work)).returncode == 0
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("--pdeathsig KILL -- ") and "ffmpeg" in c]
 
 
 async def test_custom_rlimits_in_force(work: Path, ffmpeg_bin: str) -> None:
