@@ -222,7 +222,7 @@ def _timed_executor_class() -> Any:
     from ffmpeg_tasks.executor.local import LocalExecutor
 
     class TimedExecutor(LocalExecutor):
-        """LocalExecutor that records how long each ffmpeg run took (spawn to exit)."""
+        """LocalExecutor that records how long each ``run()`` took (slot wait included)."""
 
         async def run(self, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
