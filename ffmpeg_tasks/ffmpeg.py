@@ -142,17 +142,20 @@ async def run_capture(
             await proc.wait()
 
 
-async def spawn(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+async def spawn(
+    *argv: str,
+    protocol: asyncio.SubprocessProtocol | None = None,
+    **kwargs: Any,
+) -> asyncio.subprocess.Process:
     """``create_subprocess_exec`` in a new session, safe to cancel while it starts.
 
     A cancel that arrives while the process starts would otherwise make asyncio kill
     only the direct child, leaving what it already forked (bubblewrap's inner
     process) orphaned; here the whole session is killed and reaped, then the cancel
-    propagates.
+    propagates.  ``protocol`` (with ``stdin``, ``stdout`` and ``stderr`` attributes,
+    ``None`` where it reads the pipe itself) replaces asyncio's stream readers.
     """
-    start = asyncio.ensure_future(
-        asyncio.create_subprocess_exec(*argv, start_new_session=True, **kwargs)
-    )
+    start = asyncio.ensure_future(_start(argv, protocol, kwargs))
     try:
         return await asyncio.shield(start)
     except asyncio.CancelledError:
@@ -162,6 +165,18 @@ async def spawn(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
             kill_session(proc)
             await run_to_end(proc.wait())
         raise
+
+
+async def _start(
+    argv: Sequence[str], protocol: asyncio.SubprocessProtocol | None, kwargs: dict[str, Any]
+) -> asyncio.subprocess.Process:
+    if protocol is None:
+        return await asyncio.create_subprocess_exec(*argv, start_new_session=True, **kwargs)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol, *argv, start_new_session=True, **kwargs
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop)
 
 
 def kill_session(proc: asyncio.subprocess.Process) -> None:

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import os
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +22,9 @@ from ffmpeg_tasks.errors import (
     FFmpegNotFoundError,
 )
 from ffmpeg_tasks.executor import ExecResult, Executor, FakeExecutor, LocalExecutor
+from ffmpeg_tasks.executor._pipes import OutputPipes
 from ffmpeg_tasks.executor.progress import LineSplitter, ProgressParser, StderrTail
+from ffmpeg_tasks.ffmpeg import spawn
 
 SMALL = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"]
 FOREVER = ["-nostats", "-re", *SMALL, "-f", "null", "-"]  # real time, no -t: never ends
@@ -397,6 +400,65 @@ async def test_failing_progress_callback_does_not_break_the_run(
     args = ["-progress", "pipe:1", "-nostats", *SMALL, "-t", "1", "-f", "null", "-"]
     result = await executor.run(args, work, progress=boom)
     assert result.returncode == 0
+
+
+# -- _pipes.py: ffmpeg's output with few event-loop wakeups ------------------------------
+
+
+def _writer(script: str) -> list[str]:
+    return [sys.executable, "-c", script]
+
+
+async def _run_with_pipes(
+    argv: list[str], handlers: dict[int, Callable[[bytes], None]], coalesce: float
+) -> int:
+    pipes = OutputPipes(handlers, coalesce=coalesce)
+    proc = await spawn(
+        *argv,
+        protocol=pipes,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code = await asyncio.wait_for(proc.wait(), 10)
+    await asyncio.wait_for(pipes.closed, 10)
+    return code
+
+
+async def test_output_pipes_gather_small_writes_into_few_reads() -> None:
+    reads: list[bytes] = []
+    script = (
+        "import sys, time\n"
+        "for i in range(100):\n"
+        "    sys.stderr.write(f'line {i}\\n'); sys.stderr.flush(); time.sleep(0.002)\n"
+    )
+    assert await _run_with_pipes(_writer(script), {2: reads.append}, coalesce=0.05) == 0
+    assert reads[-1] == b""  # EOF is delivered once, last
+    text = b"".join(reads).decode()
+    assert text.splitlines() == [f"line {i}" for i in range(100)]
+    assert len(reads) < 30  # 100 writes spread over >= 0.2 s
+
+
+async def test_output_pipes_resume_at_exit_instead_of_waiting_for_the_timer() -> None:
+    reads: list[bytes] = []
+    script = "import sys, time; print('a', flush=True); time.sleep(0.2); print('b', flush=True)"
+    # the pipe is paused for 60 s after 'a'; the exit must resume it at once
+    assert await _run_with_pipes(_writer(script), {1: reads.append}, coalesce=60) == 0
+    assert b"".join(reads) == b"a\nb\n"
+
+
+async def test_output_pipes_drop_a_failing_handler_and_read_to_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out: list[bytes] = []
+
+    def boom(data: bytes) -> None:
+        raise RuntimeError("handler bug")
+
+    script = "import sys; sys.stderr.write('x' * 200000); print('done')"
+    assert await _run_with_pipes(_writer(script), {1: out.append, 2: boom}, coalesce=0.02) == 0
+    assert b"".join(out) == b"done\n"
+    assert "reading ffmpeg's output (fd 2) failed" in caplog.text
 
 
 # -- progress.py -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..errors import (
     SandboxUnavailableError,
 )
 from ..ffmpeg import find_ffmpeg, probe_version, spawn
+from ._pipes import OutputPipes
 from .base import ExecResult, ProgressCallback
 from .progress import LineSplitter, ProgressParser, StderrTail, progress_marker
 from .sandbox import (
@@ -49,7 +50,6 @@ __all__ = ["LocalExecutor", "SandboxMode"]
 log = logging.getLogger(__name__)
 
 SandboxMode = Literal["auto", "require", "off"]
-_CHUNK = 64 * 1024
 _MAX_STDERR_LINE = 4096
 _SANDBOX_EXIT = 2.0  # seconds for bwrap to exit once the processes inside are killed
 _DRAIN_AFTER_EXIT = 5.0  # seconds to wait for pipes to close once the process is gone
@@ -413,6 +413,12 @@ class LocalExecutor(AsyncResource):
         share = _SessionShare(
             self._autogroup_nice, with_info=sandboxed and self._autogroup_nice > 0
         )
+        activity = _Activity(loop.time())
+        tail = StderrTail(self.stderr_tail_bytes)
+        handlers = {2: _stderr_reader(tail, activity, on_stderr, watch=progress is None)}
+        if progress is not None:
+            handlers[1] = _progress_reader(activity, progress)
+        pipes = OutputPipes(handlers)
         try:
             if sandboxed:
                 assert self._bwrap is not None
@@ -420,10 +426,11 @@ class LocalExecutor(AsyncResource):
                     self._bwrap, self.ffmpeg_path, env, workdir, info_fd=share.info_write
                 )
             argv += [self.ffmpeg_path, *args]
-            started = loop.time()
+            started = activity.last = loop.time()
             clock = time.monotonic()
             proc = await spawn(
                 *argv,
+                protocol=pipes,
                 cwd=workdir,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
@@ -436,16 +443,10 @@ class LocalExecutor(AsyncResource):
             share.close()
             raise
         self._procs.add(proc)
-        readers: list[asyncio.Task[None]] = []
         try:
             share.started(proc.pid)
             if self._closed:  # aclose() ran while the process was starting
                 await self._stop_uninterruptibly(proc)
-            activity = _Activity(started)
-            tail = StderrTail(self.stderr_tail_bytes)
-            readers.append(asyncio.create_task(self._drain_stderr(proc, tail, activity, on_stderr)))
-            if progress is not None:
-                readers.append(asyncio.create_task(self._drain_progress(proc, activity, progress)))
             try:
                 await self._watch(proc, started, timeout, stall_timeout, activity, bool(progress))
             except _Stop as stop:
@@ -456,11 +457,9 @@ class LocalExecutor(AsyncResource):
                 await self._stop_uninterruptibly(proc)
                 raise
             self._kill_group(proc.pid)  # stragglers that left the leader behind
-            await self._finish_readers(readers)
+            await self._finish_reading(pipes)
         finally:
             share.close()
-            for task in readers:
-                task.cancel()
             self._procs.discard(proc)
         return ExecResult(_returncode(proc, sandboxed), tail.text(), time.monotonic() - clock)
 
@@ -508,58 +507,10 @@ class LocalExecutor(AsyncResource):
             if not waiter.done():
                 waiter.cancel()
 
-    async def _drain_stderr(
-        self,
-        proc: asyncio.subprocess.Process,
-        tail: StderrTail,
-        activity: _Activity,
-        on_stderr: Callable[[str], None] | None,
-    ) -> None:
-        assert proc.stderr is not None
-        loop = asyncio.get_running_loop()
-        lines = LineSplitter(_MAX_STDERR_LINE)
-        watch_stderr = proc.stdout is None  # without progress, stall watches stderr
-        while True:
-            chunk = await proc.stderr.read(_CHUNK)
-            parts = lines.feed(chunk) if chunk else lines.flush()
-            if chunk and watch_stderr:
-                activity.last = loop.time()
-            for raw, overwritable in parts:
-                line = raw.decode("utf-8", "replace")
-                tail.add(line, overwritable=overwritable)
-                if on_stderr is not None and line:
-                    _call(on_stderr, line)
-            if not chunk:
-                return
-
-    async def _drain_progress(
-        self,
-        proc: asyncio.subprocess.Process,
-        activity: _Activity,
-        callback: ProgressCallback,
-    ) -> None:
-        assert proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        parser = ProgressParser()
-        while True:
-            chunk = await proc.stdout.read(_CHUNK)
-            for block in parser.feed(chunk) if chunk else parser.flush():
-                marker = progress_marker(block)
-                if marker != activity.marker:
-                    activity.marker = marker
-                    activity.last = loop.time()
-                _call(callback, block)
-            if not chunk:
-                return
-
-    async def _finish_readers(self, readers: list[asyncio.Task[None]]) -> None:
-        """Let the readers reach EOF; give up if a leaked descriptor keeps a pipe open."""
-        _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT)
-        for task in pending:
-            task.cancel()
-        for task in readers:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.warning("reading ffmpeg output failed: %r", task.exception())
+    async def _finish_reading(self, pipes: OutputPipes) -> None:
+        """Let the pipes reach EOF; give up if a leaked descriptor keeps one open."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pipes.closed), _DRAIN_AFTER_EXIT)
 
     async def _stop_uninterruptibly(self, proc: asyncio.subprocess.Process) -> None:
         """Run :meth:`_stop` to the end even if the caller is cancelled again meanwhile."""
@@ -611,6 +562,45 @@ class LocalExecutor(AsyncResource):
     def _kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
         with contextlib.suppress(OSError):
             os.killpg(pgid, sig)
+
+
+def _stderr_reader(
+    tail: StderrTail,
+    activity: _Activity,
+    on_stderr: Callable[[str], None] | None,
+    *,
+    watch: bool,
+) -> Callable[[bytes], None]:
+    """Feed stderr into ``tail`` and ``on_stderr`` line by line (``b""`` flushes)."""
+    loop = asyncio.get_running_loop()
+    lines = LineSplitter(_MAX_STDERR_LINE)
+
+    def feed(chunk: bytes) -> None:
+        if chunk and watch:  # without progress, stall watches stderr
+            activity.last = loop.time()
+        for raw, overwritable in lines.feed(chunk) if chunk else lines.flush():
+            line = raw.decode("utf-8", "replace")
+            tail.add(line, overwritable=overwritable)
+            if on_stderr is not None and line:
+                _call(on_stderr, line)
+
+    return feed
+
+
+def _progress_reader(activity: _Activity, callback: ProgressCallback) -> Callable[[bytes], None]:
+    """Parse ``-progress`` blocks, mark activity when they move, pass each to ``callback``."""
+    loop = asyncio.get_running_loop()
+    parser = ProgressParser()
+
+    def feed(chunk: bytes) -> None:
+        for block in parser.feed(chunk) if chunk else parser.flush():
+            marker = progress_marker(block)
+            if marker != activity.marker:
+                activity.marker = marker
+                activity.last = loop.time()
+            _call(callback, block)
+
+    return feed
 
 
 def _returncode(proc: asyncio.subprocess.Process, sandboxed: bool) -> int:
