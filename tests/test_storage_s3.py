@@ -165,6 +165,34 @@ async def test_bodies_carry_crc32_checksums_that_s3_keeps(
     assert head["ChecksumCRC32"].split("-")[0] == b64crc(composite)  # moto omits "-3"
 
 
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+async def test_files_either_side_of_the_in_memory_limit_arrive_whole_and_checked(
+    storage: S3Storage, s3_client: Any, s3_bucket: str, tmp_path: Path, extra: int
+) -> None:
+    """Files up to ``_INLINE_BODY`` are sent from memory, larger ones from the file."""
+    data = os.urandom(s3_module._INLINE_BODY + extra)
+    src = tmp_path / "out.bin"
+    src.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    stored = await storage.put(
+        src,
+        "t/out.bin",
+        content_type="application/octet-stream",
+        progress=lambda *a: seen.append(a),
+    )
+    assert stored.size == len(data) and seen[-1] == (len(data), len(data))
+    obj = s3_client.get_object(Bucket=s3_bucket, Key="t/out.bin", ChecksumMode="ENABLED")
+    assert obj["Body"].read() == data
+    assert obj["ChecksumCRC32"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+async def test_a_fifo_is_refused_not_waited_on(storage: S3Storage, tmp_path: Path) -> None:
+    fifo = tmp_path / "out.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(StorageError, match="not a regular file"):
+        await asyncio.wait_for(storage.put(fifo, "t/out.mp4", content_type="video/mp4"), 10)
+
+
 async def test_checksum_none_sends_no_checksum(
     s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:

@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -113,15 +114,51 @@ def _digests_of(path: Path, offset: int, length: int, *, md5: bool, crc32: bool)
             f"{path} shrank while uploading: expected {length} bytes at offset {offset}, "
             f"read {read}"
         )
+    return _sum_params(digest.digest() if digest is not None else None, crc if crc32 else None)
+
+
+def _sum_params(md5: bytes | None, crc32: int | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    if digest is not None:
-        out["ContentMD5"] = base64.b64encode(digest.digest()).decode("ascii")
-    if crc32:
-        out["ChecksumCRC32"] = base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+    if md5 is not None:
+        out["ContentMD5"] = base64.b64encode(md5).decode("ascii")
+    if crc32 is not None:
+        out["ChecksumCRC32"] = base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
     return out
 
 
+def _open_small(
+    path: Path, limit: int, *, md5: bool, crc32: bool
+) -> tuple[int, bytes | None, dict[str, str]]:
+    """The size of regular file ``path``; also its bytes and checksums if at most ``limit``.
+
+    One thread hop for a small output (stat, read, hash): it is then sent from
+    memory, which costs less than a file body.  Opened non-blocking, so a path that
+    became a FIFO cannot hang the thread.
+    """
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(f"cannot upload {path}: not a regular file")
+    if st.st_size > limit:
+        return st.st_size, None, {}
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"cannot upload {path}: not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew since the stat: send it as a file
+        return len(data), None, {}
+    return (
+        len(data),
+        data,
+        _sum_params(
+            hashlib.md5(data, usedforsecurity=False).digest() if md5 else None,
+            zlib.crc32(data) if crc32 else None,
+        ),
+    )
+
+
 _CHUNK = 256 * 1024
+_INLINE_BODY = _CHUNK  # files up to this size are read whole and sent from memory
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
@@ -219,13 +256,6 @@ class _FileSlice(aiohttp.payload.Payload):
         if not self.closed:
             self.closed = True
             os.close(self._fd)
-
-
-def _file_size(path: Path) -> int:
-    st = path.stat()
-    if not path.is_file():
-        raise StorageError(f"cannot upload {path}: not a regular file")
-    return st.st_size
 
 
 def _error_code(exc: ClientError) -> tuple[str, int | None, str]:
@@ -477,9 +507,16 @@ class S3Storage(AsyncResource):
         """Upload ``path`` to ``prefix/key`` with ``content_type``; all-or-nothing."""
         full_key = self.full_key(key)
         try:
-            size = await asyncio.to_thread(_file_size, Path(path))
-            client = await self._get_client()
-            if size <= self.multipart_threshold:
+            client = await self._get_client()  # first: a closed storage says so
+            crc32, md5 = self.checksum == "crc32", self.content_md5
+            size, data, sums = await asyncio.get_running_loop().run_in_executor(
+                self._hasher, lambda: _open_small(Path(path), _INLINE_BODY, md5=md5, crc32=crc32)
+            )
+            if data is not None:
+                await self._put_object(client, full_key, data, sums, content_type)
+                if progress is not None:
+                    progress(size, size)
+            elif size <= self.multipart_threshold:
                 await self._put_single(client, Path(path), full_key, size, content_type)
                 if progress is not None:
                     progress(size, size)
@@ -552,17 +589,27 @@ class S3Storage(AsyncResource):
     ) -> None:
         body, sums = await self._body(path, 0, size)
         try:
-            await client.put_object(
-                Bucket=self.bucket,
-                Key=full_key,
-                Body=body,
-                ContentLength=size,
-                **sums,
-                **({"ChecksumAlgorithm": "CRC32"} if "ChecksumCRC32" in sums else {}),
-                **_headers(content_type),
-            )
+            await self._put_object(client, full_key, body, sums, content_type)
         finally:
             body.release()
+
+    async def _put_object(
+        self,
+        client: Any,
+        full_key: str,
+        body: bytes | _FileSlice,
+        sums: dict[str, str],
+        content_type: str,
+    ) -> None:
+        await client.put_object(
+            Bucket=self.bucket,
+            Key=full_key,
+            Body=body,
+            ContentLength=len(body) if isinstance(body, bytes) else body.size,
+            **sums,
+            **({"ChecksumAlgorithm": "CRC32"} if "ChecksumCRC32" in sums else {}),
+            **_headers(content_type),
+        )
 
     def part_size_for(self, size: int) -> int:
         """``part_size``, grown (in whole MiB) so ``size`` needs at most 10 000 parts."""
