@@ -217,6 +217,32 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _host_cost_table(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "### Host CPU per operation",
+        "",
+        "What each W3 task does, measured apart in one fresh process: its own user+system "
+        "time (`RUSAGE_SELF`, so ffmpeg itself is not in it) per operation, averaged over "
+        "many after a warm-up (`benchmarks/host_cost.py`). Each row sets the least code "
+        "that does the operation beside the ffmpeg_tasks backend that does it in W3; on a "
+        "shared VM the ratio is steadier than either figure.",
+        "",
+        "| operation | least code | ms | ffmpeg_tasks | ms | ratio |",
+        "|---|---|--:|---|--:|--:|",
+    ]
+    for r in rows:
+        if "ours_ms" in r:
+            lines.append(
+                f"| {r['what']} | {r['least']} | {r['least_ms']:.2f} | {r['ours']} | "
+                f"{r['ours_ms']:.2f} | {r['ours_ms'] / r['least_ms']:.2f}x |"
+            )
+        else:
+            lines.append(f"| {r['what']} | {r['least']} | {r['least_ms']:.2f} | | | |")
+    return [*lines, ""]
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     env = results["env"]
     png = out.with_suffix(".png")
@@ -260,6 +286,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     lines += ["", f"![chart]({png.name})", "", "## Results", ""]
     for name, wl in results["workloads"].items():
         lines += _workload_table(name, wl)
+    lines += _host_cost_table(results.get("host_cost"))
     lat = results.get("latency")
     if lat:
         lines += [

@@ -146,7 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"making media in {MEDIA} …", flush=True)
     make_media(sizes)
     aws = find_aws()
-    results: dict[str, Any] = {"sizes": attrs.asdict(sizes), "workloads": {}, "latency": None}
+    results: dict[str, Any] = {
+        "sizes": attrs.asdict(sizes),
+        "workloads": {},
+        "latency": None,
+        "host_cost": None,
+    }
     with services.running(MEDIA, WORK / "logs") as svc:
         for name in names:
             wl = all_workloads[name]
@@ -173,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
                 "job_count": len(wl.jobs),
                 "rows": rows,
             }
+        if "W3" in names:
+            from . import host_cost
+
+            results["host_cost"] = host_cost.run(svc, 20 if args.quick else 200)
+            print("host cost", json.dumps(results["host_cost"]), flush=True)
         if not args.no_latency:
             from . import latency
 
