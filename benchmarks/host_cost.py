@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -193,17 +192,7 @@ def run(svc: services.Services, count: int = 100) -> list[dict[str, Any]]:
         "bucket": svc.bucket,
         "run_id": run_id,
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.host_cost", json.dumps(cfg)],
-        cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, **services.S3_ENV},
-        capture_output=True,
-        text=True,
-    )
-    shutil.rmtree(scratch, ignore_errors=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"host cost probe failed:\n{out.stderr[-3000:]}")
-    rows: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, Any]] = services.run_module("benchmarks.host_cost", cfg, "host cost probe")
     svc.check_and_clear(run_id, 2 * (count + 1))
     return rows
 

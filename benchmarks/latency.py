@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -136,17 +133,7 @@ def run(svc: services.Services, sizes: Sizes, aws: str) -> dict[str, Any]:
         "aws": aws,
         "options": {},
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", json.dumps(cfg)],
-        cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, **services.S3_ENV},
-        capture_output=True,
-        text=True,
-    )
-    shutil.rmtree(scratch, ignore_errors=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"latency probe failed:\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = services.run_module("benchmarks.latency", cfg, "latency probe")
     svc.check_and_clear(run_id, 4)
     return result
 

@@ -6,7 +6,9 @@ Separate processes keep their CPU time and memory out of the measured host proce
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,6 +103,24 @@ class Services:
         if len(keys) != expected or not all(sizes):
             raise RuntimeError(f"expected {expected} non-empty objects under {prefix}/: {sizes}")
         return sum(sizes)
+
+
+def run_module(module: str, cfg: dict[str, Any], what: str) -> Any:
+    """``python -m <module> '<cfg json>'`` in a fresh process; its last stdout line as JSON.
+
+    The process gets the S3 test credentials; ``cfg["scratch"]`` is removed afterwards.
+    """
+    out = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(cfg)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, **S3_ENV},
+        capture_output=True,
+        text=True,
+    )
+    shutil.rmtree(cfg["scratch"], ignore_errors=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
