@@ -461,6 +461,27 @@ async def test_output_pipes_drop_a_failing_handler_and_read_to_the_end(
     assert "reading ffmpeg's output (fd 2) failed" in caplog.text
 
 
+async def test_output_pipes_close_stops_the_callbacks_and_the_pipes() -> None:
+    reads: list[bytes] = []
+    got_first = asyncio.Event()
+
+    def handler(data: bytes) -> None:
+        reads.append(data)
+        got_first.set()
+
+    pipes = OutputPipes({1: handler}, coalesce=0)
+    script = "import time; print('a', flush=True); time.sleep(0.5); print('b', flush=True)"
+    proc = await spawn(
+        *_writer(script), protocol=pipes, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.wait_for(got_first.wait(), 10)
+    pipes.close()
+    await asyncio.wait_for(pipes.closed, 10)
+    assert await asyncio.wait_for(proc.wait(), 10) != 0  # 'b' hit a closed pipe
+    assert reads == [b"a\n"]
+
+
 # -- progress.py -------------------------------------------------------------------------
 
 PROGRESS = (

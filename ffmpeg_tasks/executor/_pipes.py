@@ -27,7 +27,8 @@ class OutputPipes(asyncio.SubprocessProtocol):
     """Subprocess protocol: ``handlers[fd](data)`` per read, ``handlers[fd](b"")`` at EOF.
 
     ``closed`` completes when every handled pipe has closed.  A handler that raises
-    is logged and dropped; the pipe is still read to the end.
+    is logged and dropped; the pipe is still read to the end.  :meth:`close` stops
+    reading early.
     """
 
     # asyncio.subprocess.Process copies these from its protocol.
@@ -88,6 +89,17 @@ class OutputPipes(asyncio.SubprocessProtocol):
         self._timers.clear()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def close(self) -> None:
+        """Stop reading: no more callbacks; pipes still open (a leaked descriptor) are closed."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._handlers.clear()
+        for fd in list(self._open):
+            pipe = self._pipe(fd)
+            if pipe is not None:
+                pipe.close()
 
     def _resume(self, fd: int) -> None:
         self._timers.pop(fd, None)

@@ -460,6 +460,7 @@ class LocalExecutor(AsyncResource):
             await self._finish_reading(pipes)
         finally:
             share.close()
+            pipes.close()
             self._procs.discard(proc)
         return ExecResult(_returncode(proc, sandboxed), tail.text(), time.monotonic() - clock)
 
