@@ -193,6 +193,24 @@ async def test_a_fifo_is_refused_not_waited_on(storage: S3Storage, tmp_path: Pat
         await asyncio.wait_for(storage.put(fifo, "t/out.mp4", content_type="video/mp4"), 10)
 
 
+def test_a_small_file_that_grows_before_it_is_read_is_sent_whole_from_the_file(
+    tmp_path: Path,
+) -> None:
+    """Between the stat and the read another writer adds bytes: the real size is used."""
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"x" * 100)
+
+    class Growing(type(path)):  # type: ignore[misc]
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            st = super().stat(follow_symlinks=follow_symlinks)
+            with open(self, "ab") as f:
+                f.write(b"y" * 1000)
+            return st
+
+    size, data, sums = s3_module._open_small(Growing(path), 500, md5=False, crc32=True)
+    assert (size, data, sums) == (1100, None, {})
+
+
 async def test_checksum_none_sends_no_checksum(
     s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:

@@ -145,8 +145,8 @@ def _open_small(
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StorageError(f"cannot upload {path}: not a regular file")
         data = f.read(limit + 1)
-    if len(data) > limit:  # grew since the stat: send it as a file
-        return len(data), None, {}
+        if len(data) > limit:  # grew since the stat: send it as a file
+            return os.fstat(fd).st_size, None, {}
     return (
         len(data),
         data,
