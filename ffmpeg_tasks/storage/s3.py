@@ -512,18 +512,17 @@ class S3Storage(AsyncResource):
             size, data, sums = await asyncio.get_running_loop().run_in_executor(
                 self._hasher, lambda: _open_small(Path(path), _INLINE_BODY, md5=md5, crc32=crc32)
             )
-            if data is not None:
-                await self._put_object(client, full_key, data, sums, content_type)
-                if progress is not None:
-                    progress(size, size)
-            elif size <= self.multipart_threshold:
-                await self._put_single(client, Path(path), full_key, size, content_type)
-                if progress is not None:
-                    progress(size, size)
-            else:
+            if data is None and size > self.multipart_threshold:
                 await self._put_multipart(
                     client, Path(path), full_key, size, content_type, progress
                 )
+            else:
+                if data is not None:
+                    await self._put_object(client, full_key, data, sums, content_type)
+                else:
+                    await self._put_single(client, Path(path), full_key, size, content_type)
+                if progress is not None:
+                    progress(size, size)
             url = await self._url(client, full_key)
         except Exception as exc:
             raise self._error(exc, "upload to", full_key) from exc
