@@ -144,13 +144,19 @@ class _SessionShare:
             self._info = None
 
 
-def _session_of(pid: int) -> int | None:
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """``/proc/PID/stat`` after the command name: state, ppid, pgrp, session, …; [] if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[3])
-    except (OSError, ValueError, IndexError):
-        return None
+    except OSError:
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _session_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[3]) if len(fields) > 3 else None
 
 
 def _set_autogroup_nice(pid: int, nice: int) -> None:
@@ -637,12 +643,7 @@ def _descendants(pid: int) -> list[int]:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
+        fields = _stat_fields(entry)
         if len(fields) > 1:
             parents.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
