@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -14,7 +14,8 @@ T = TypeVar("T")
 async def run_to_end(aw: Awaitable[T]) -> asyncio.Future[T]:
     """Await ``aw`` to its end even if the caller is cancelled meanwhile, again and again.
 
-    For cleanup inside an ``except CancelledError`` block, which re-raises afterwards.
+    Only for cleanup inside an ``except CancelledError`` block, which re-raises
+    afterwards (the caller is already being cancelled; further cancels add nothing).
     Returns the finished future; its exception, if any, is not raised.
     """
     future = asyncio.ensure_future(aw)
@@ -22,6 +23,35 @@ async def run_to_end(aw: Awaitable[T]) -> asyncio.Future[T]:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([future])
     return future
+
+
+async def shielded(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if cancelled meanwhile (any number of times).
+
+    Returns its result or raises its error; if the caller was cancelled meanwhile,
+    raises ``CancelledError`` once ``aw`` has ended instead.
+    """
+    future = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await run_to_end(future)
+        if not future.cancelled():
+            future.exception()  # seen: the cancel is what the caller gets
+        raise
+
+
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel a helper task of ours and wait until it has ended.
+
+    Its own ``CancelledError`` is not raised, another error is; a cancel of the
+    *caller* while waiting propagates (``suppress(CancelledError)`` around
+    ``await task`` would swallow it).
+    """
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
 
 
 class AsyncResource:

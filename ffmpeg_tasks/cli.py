@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._lifecycle import cancel_and_wait
 from .downloader.base import Downloader, DownloadProgress
 from .errors import ConfigurationError, DownloadError, FFmpegTasksError, InvalidSpecError
 from .models import Task, TaskStatus
@@ -380,9 +381,7 @@ async def _run(args: argparse.Namespace) -> int:
             await asyncio.wait({watch, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if not watch.done():
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                await cancel_and_wait(watch)
                 final = await tm.cancel(task.id)
                 _report(args, final)
                 return EXIT_INTERRUPTED

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import os
 import shutil
@@ -19,7 +18,6 @@ import time
 import uuid
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Coroutine,
     Iterable,
@@ -28,9 +26,9 @@ from collections.abc import (
 )
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from ._lifecycle import AsyncResource
+from ._lifecycle import AsyncResource, cancel_and_wait, shielded
 from .backends.base import Backend
 from .diagnose import diagnose
 from .downloader.base import Downloader
@@ -61,7 +59,6 @@ from .store.base import TaskStore
 __all__ = ["TaskManager"]
 
 log = logging.getLogger("ffmpeg_tasks")
-T = TypeVar("T")
 
 _STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
 #: Outputs whose metadata ffmpeg's own stream dump already gives in full (no ffprobe run).
@@ -234,9 +231,7 @@ class TaskManager(AsyncResource):
             self.release_on_cancel()
         for helper in (self._janitor, *self._warm_ups.values()):
             if helper is not None:
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+                await cancel_and_wait(helper)
         runners = list(self._runners.values())
         for runner in runners:
             runner.cancel()
@@ -380,15 +375,15 @@ class TaskManager(AsyncResource):
         return await self.execute(task.id)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
-        """Wait until the task is finished and return it.
+        """Wait until the task is finished and return it (CANCELLED if someone cancelled it).
 
-        Raises ``TimeoutError`` after ``timeout`` seconds (the task keeps running).
+        Only a waiter: raises ``TimeoutError`` after ``timeout`` seconds, and a cancel
+        of the caller propagates; neither touches the task, which keeps running.
         """
         async with asyncio.timeout(timeout):
             runner = self._runners.get(task_id)
             if runner is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.shield(runner)
+                await asyncio.wait([runner])  # never cancels the runner, never raises its end
                 return await self.status(task_id)
             return await self._poll_until_finished(task_id)
 
@@ -402,7 +397,11 @@ class TaskManager(AsyncResource):
             interval = min(interval * 1.5, 1.0)
 
     async def cancel(self, task_id: str) -> Task:
-        """Cancel a task in any phase; a finished task is returned unchanged."""
+        """Cancel a task in any phase and return it CANCELLED; a finished one is unchanged.
+
+        If the caller of ``cancel()`` is cancelled itself, that propagates at once;
+        the task's cancellation goes on and still ends CANCELLED.
+        """
         while True:
             task = await self.status(task_id)
             if task.status.is_terminal:
@@ -410,8 +409,7 @@ class TaskManager(AsyncResource):
             runner = self._runners.get(task_id)
             if runner is not None:
                 runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.shield(runner)
+                await asyncio.wait([runner])
                 return await self.status(task_id)
             if task.status is TaskStatus.PENDING:
                 done = await self._cancel_pending(task_id)
@@ -442,11 +440,9 @@ class TaskManager(AsyncResource):
         if runner is None:
             return await self.status(task_id)
         self._release_ids.add(task_id)
-        try:
-            runner.cancel()
-            await _shielded(asyncio.wait([runner]))  # finish even if our caller is cancelled
-        finally:
-            self._release_ids.discard(task_id)
+        runner.add_done_callback(lambda _t: self._release_ids.discard(task_id))
+        runner.cancel()
+        await asyncio.wait([runner])  # our caller's cancel propagates; the release goes on
         return await self.status(task_id)
 
     async def events(self, task_id: str) -> AsyncIterator[Event]:
@@ -547,13 +543,19 @@ class TaskManager(AsyncResource):
         return runner
 
     async def _await_runner(self, task_id: str, runner: asyncio.Task[Task]) -> Task:
+        """Await the runner as its owner: cancelling our caller cancels it (and propagates)."""
+        current = asyncio.current_task()
+        assert current is not None
+        before = current.cancelling()
         try:
-            return await runner
+            task = await runner  # a cancel of our caller is passed on to the runner
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # our caller was cancelled: so was the task
+            if current.cancelling() > before:
+                raise  # our caller was cancelled: so was the task, which has settled
             return await self.status(task_id)  # someone called cancel()
+        if current.cancelling() > before:
+            raise asyncio.CancelledError  # the runner ended anyway; our cancel still stands
+        return task
 
     async def _run(self, task_id: str, takeover: bool = False) -> Task:
         if self._task_slots is not None:
@@ -562,7 +564,7 @@ class TaskManager(AsyncResource):
                 await self._task_slots.acquire()
             except asyncio.CancelledError:
                 if not self._should_release(task_id):
-                    await _shielded(self._cancel_pending(task_id))
+                    await shielded(self._cancel_pending(task_id))
                 raise
             try:
                 return await self._pipeline(task_id, takeover)
@@ -609,7 +611,7 @@ class TaskManager(AsyncResource):
             try:
                 outputs, metadata = await run.execute()
             finally:
-                await _shielded(asyncio.to_thread(shutil.rmtree, work, True))
+                await shielded(asyncio.to_thread(shutil.rmtree, work, True))
             final = await self._finish(
                 task_id,
                 TaskStatus.COMPLETED,
@@ -624,15 +626,15 @@ class TaskManager(AsyncResource):
         except asyncio.CancelledError:
             if run.lost is not None:  # the reporter saw a takeover and stopped us
                 current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
+                if current is not None and current.uncancel() > 0:
+                    raise  # cancelled by someone else too
                 return self._lost(run.lost)
-            await _shielded(run.discard_uploads())
+            await shielded(run.discard_uploads())
             if self._should_release(task_id):
-                await _shielded(self._release(task_id))
+                await shielded(self._release(task_id))
                 raise
             try:
-                final = await _shielded(
+                final = await shielded(
                     self._finish(
                         task_id,
                         TaskStatus.CANCELLED,
@@ -647,7 +649,7 @@ class TaskManager(AsyncResource):
             self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
             raise
         except Exception as exc:
-            await _shielded(run.discard_uploads())
+            await shielded(run.discard_uploads())
             if isinstance(exc, TaskFailure):
                 message, code = exc.message, exc.code
             else:
@@ -834,9 +836,7 @@ class _Run:
         try:
             return await self._execute()
         finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            await cancel_and_wait(reporter)
 
     async def _execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
         m = self.m
@@ -1092,13 +1092,3 @@ def _worker_is_dead(worker: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-async def _shielded(aw: Awaitable[T]) -> T:
-    """Await ``aw`` to completion even if cancelled meanwhile; then re-raise the cancel."""
-    task = asyncio.ensure_future(aw)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._lifecycle import run_to_end
+from ._lifecycle import cancel_and_wait, run_to_end
 from .backends.saq import JOB_FUNCTION, SaqBackend, make_queue
 from .errors import ConfigurationError, FFmpegTasksError, InvalidTaskStateError, TaskNotFoundError
 
@@ -70,9 +69,7 @@ async def run_task(ctx: Mapping[str, Any], *, task_id: str) -> dict[str, Any]:
         raise
     finally:
         if beat is not None:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait(beat)
     return {"task_id": task_id, "status": task.status.value, "error_code": task.error_code}
 
 

@@ -249,7 +249,7 @@ async def test_timeout_stops_the_process_group(
     with pytest.raises(ExecutionTimeoutError, match=r"timeout of 1\.5s") as info:
         await run
     assert info.value.code == "timeout"
-    assert info.value.returncode == 255  # ffmpeg exited on SIGTERM, within the grace period
+    assert info.value.returncode == -9  # no result, no graceful stop: killed at once
     assert "testsrc2" not in str(info.value)
     assert not os.path.exists(f"/proc/{pid}")
     assert ffmpeg_pids(ffmpeg_bin, work) == []
@@ -318,15 +318,31 @@ async def test_ffmpeg_runs_nice_steps_below_the_host(
 async def test_sigkill_after_grace_period_when_sigterm_is_ignored(
     work: Path, ffmpeg_bin: str, sandbox: Literal["off", "auto"]
 ) -> None:
-    """ffmpeg blocked opening a FIFO nobody writes does not die on SIGTERM."""
+    """ffmpeg blocked opening a FIFO nobody writes does not die on aclose()'s SIGTERM."""
     os.mkfifo(work / "in.fifo")
-    async with LocalExecutor(grace_period=0.3, sandbox=sandbox) as ex:
-        run = asyncio.create_task(ex.run(["-i", "in.fifo", "-f", "null", "-"], work, timeout=1))
-        pid = await wait_for_ffmpeg(ffmpeg_bin, work)
-        with pytest.raises(ExecutionTimeoutError) as info:
-            await run
-    assert info.value.returncode == -9
+    ex = LocalExecutor(grace_period=0.3, sandbox=sandbox)
+    run = asyncio.create_task(ex.run(["-i", "in.fifo", "-f", "null", "-"], work))
+    pid = await wait_for_ffmpeg(ffmpeg_bin, work)
+    await registered(ex)
+    await asyncio.sleep(1.0)  # ffmpeg has set its SIGTERM handler and blocks in open()
+    await ex.aclose()
+    result = await asyncio.wait_for(run, 30)
+    assert result.returncode == -9
     assert not os.path.exists(f"/proc/{pid}")
+
+
+async def test_aclose_lets_ffmpeg_finish_its_file(work: Path, ffmpeg_bin: str) -> None:
+    """The one graceful stop: the run returns, and the output ffmpeg finalized is valid."""
+    ex = LocalExecutor(grace_period=10.0)
+    run = asyncio.create_task(ex.run(["-re", *SMALL, "-c:v", "mpeg4", "out.mkv"], work))
+    await wait_for_ffmpeg(ffmpeg_bin, work)
+    await registered(ex)
+    await asyncio.sleep(1.0)
+    await ex.aclose()
+    result = await asyncio.wait_for(run, 30)
+    assert result.returncode == 255  # ffmpeg's exit on SIGTERM, after writing the trailer
+    check = await LocalExecutor(sandbox="off").run(["-i", "out.mkv", "-f", "null", "-"], work)
+    assert check.returncode == 0, check.stderr_tail
 
 
 async def test_stall_when_input_never_arrives(work: Path, ffmpeg_bin: str) -> None:

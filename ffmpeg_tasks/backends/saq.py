@@ -28,7 +28,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .._lifecycle import AsyncResource
+from .._lifecycle import AsyncResource, cancel_and_wait
 from ..errors import ConfigurationError, InvalidTaskStateError
 from ..events import Event, EventType
 from ..models import Phase, Task, TaskStatus
@@ -270,9 +270,7 @@ class SaqBackend(AsyncResource):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self._outbox.join()
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender)
         if self._owns_queue and self._connected:
             await self.queue.disconnect()
         self._connected = False

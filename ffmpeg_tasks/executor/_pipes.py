@@ -84,9 +84,16 @@ class OutputPipes(asyncio.SubprocessProtocol):
             self._resume(fd)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The process has exited and every pipe is closed: close the transport.
+
+        asyncio's own protocol does that too; a transport never closed warns
+        ``unclosed transport`` when it is collected.
+        """
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._transport is not None:
+            self._transport.close()
         if not self.closed.done():
             self.closed.set_result(None)
 

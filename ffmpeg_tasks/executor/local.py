@@ -5,8 +5,10 @@
 
 Each run gets a minimal environment, its own process group (and, with bubblewrap,
 its own namespaces), resource limits, and at most ``max_concurrency`` runs at once.
-Stopping a run sends SIGTERM to the group, waits ``grace_period`` seconds, then
-sends SIGKILL, and always waits for the process so no zombie is left.
+A run that is cancelled, times out or stalls is SIGKILLed at once: it returns no
+result, so its output is discarded and ffmpeg need not finish writing it.
+``aclose()`` stops runs it finds gracefully (SIGTERM, ``grace_period`` seconds,
+then SIGKILL): their callers get the result.  A stopped process is always reaped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .._lifecycle import AsyncResource
+from .._lifecycle import AsyncResource, shielded
 from ..errors import (
     ConfigurationError,
     ExecutionStalledError,
@@ -191,7 +193,8 @@ class LocalExecutor(AsyncResource):
     ``nice`` (0 to 19, default 10) runs ffmpeg that many steps below the host's CPU
     priority (coreutils ``nice``), so the host's event loop and uploads come first
     when the CPUs are busy; an idle machine still gives ffmpeg all of them.  ``0``
-    runs it at the host's priority.
+    runs it at the host's priority.  ``grace_period`` is how long ffmpeg may finish
+    its files when :meth:`aclose` stops a run (a cancelled or timed-out run gets none).
     """
 
     def __init__(
@@ -381,13 +384,15 @@ class LocalExecutor(AsyncResource):
     async def aclose(self) -> None:
         """Stop every process still running (SIGTERM, grace period, SIGKILL) and reap it.
 
-        Runs being started stop themselves once their process exists; new runs raise
+        Their runs return what the stopped ffmpeg wrote.  Runs being started stop
+        themselves once their process exists; new runs raise
         :class:`ConfigurationError`.  Returns when no run is left.
         """
         self._closed = True
         procs = list(self._procs)
         if procs:
-            await asyncio.gather(*(self._stop(p) for p in procs), return_exceptions=True)
+            stops = (self._stop(p, self.grace_period) for p in procs)
+            await asyncio.gather(*stops, return_exceptions=True)
         await self._idle.wait()
 
     # -- internals -------------------------------------------------------------
@@ -447,20 +452,21 @@ class LocalExecutor(AsyncResource):
             )
         except BaseException:
             share.close()
+            pipes.close()  # a process spawn() started, then reaped: its transport closes
             raise
         self._procs.add(proc)
         try:
             share.started(proc.pid)
             if self._closed:  # aclose() ran while the process was starting
-                await self._stop_uninterruptibly(proc)
+                await shielded(self._stop(proc, self.grace_period))
             try:
                 await self._watch(proc, started, timeout, stall_timeout, activity, bool(progress))
-            except _Stop as stop:
-                await self._stop_uninterruptibly(proc)
+            except _Stop as stop:  # no result: the output is discarded, no graceful stop
+                await shielded(self._stop(proc, None))
                 stop.error.returncode = _returncode(proc, sandboxed)
                 raise stop.error from None
-            except BaseException:
-                await self._stop_uninterruptibly(proc)
+            except BaseException:  # cancelled: the same
+                await shielded(self._stop(proc, None))
                 raise
             self._kill_group(proc.pid)  # stragglers that left the leader behind
             await self._finish_reading(pipes)
@@ -519,28 +525,15 @@ class LocalExecutor(AsyncResource):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(pipes.closed), _DRAIN_AFTER_EXIT)
 
-    async def _stop_uninterruptibly(self, proc: asyncio.subprocess.Process) -> None:
-        """Run :meth:`_stop` to the end even if the caller is cancelled again meanwhile."""
-        task = asyncio.ensure_future(self._stop(proc))
-        cancelled = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        task.result()
-
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        """SIGTERM, wait ``grace_period``, SIGKILL; reap the leader, then sweep its group."""
-        if proc.returncode is None:
+    async def _stop(self, proc: asyncio.subprocess.Process, grace: float | None) -> None:
+        """SIGTERM and ``grace`` seconds to exit (None: none), SIGKILL; reap; sweep the group."""
+        if proc.returncode is None and grace is not None:
             await self._signal(proc, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.grace_period)
-            except TimeoutError:
-                await self._signal(proc, signal.SIGKILL)
-                await proc.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace)
+        if proc.returncode is None:
+            await self._signal(proc, signal.SIGKILL)
+            await proc.wait()
         self._kill_group(proc.pid)
 
     async def _signal(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from .._lifecycle import AsyncResource
+from .._lifecycle import AsyncResource, run_to_end
 from ..errors import StorageError
 from .base import StoredFile, UploadProgress
 
@@ -111,7 +111,7 @@ class LocalStorage(AsyncResource):
         except asyncio.CancelledError:
             # Stop the copy between chunks; the thread removes its temporary file.
             cancel.set()
-            await asyncio.wait([job])
+            await run_to_end(job)  # even if cancelled again: the thread must be done
             if not job.cancelled() and job.exception() is None:
                 # The copy had already finished: cancelled means nothing stored.
                 await asyncio.to_thread(self._delete, key, parts)
