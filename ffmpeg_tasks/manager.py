@@ -335,7 +335,8 @@ class TaskManager(AsyncResource):
         """Run a PENDING task now and return it finished.
 
         A failed job is a result (``status`` FAILED, ``error``/``error_code`` set),
-        not an exception.  Cancelling the caller cancels the task.  Workers pass
+        not an exception.  Cancelling the caller cancels the task (and propagates,
+        once the task has settled).  Workers pass
         ``takeover=True`` to also run a task left RUNNING by a worker that died (the
         job engine decided that); the run is counted in ``task.attempts["run"]``.
         """
