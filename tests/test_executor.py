@@ -486,7 +486,11 @@ async def test_output_pipes_close_stops_the_callbacks_and_the_pipes() -> None:
         got_first.set()
 
     pipes = OutputPipes({1: handler}, coalesce=0)
-    script = "import time; print('a', flush=True); time.sleep(0.5); print('b', flush=True)"
+    # One write per line even with PYTHONUNBUFFERED (print() writes 'a' and '\n' apart).
+    script = (
+        "import sys, time; sys.stdout.write('a\\n'); sys.stdout.flush(); time.sleep(0.5); "
+        "sys.stdout.write('b\\n'); sys.stdout.flush()"
+    )
     proc = await spawn(
         *_writer(script), protocol=pipes, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
