@@ -630,13 +630,14 @@ class TaskManager(AsyncResource):
                 if current is not None and current.uncancel() > 0:
                     raise  # cancelled by someone else too
                 return self._lost(run.lost)
-            await shielded(run.discard_uploads())
-            if self._should_release(task_id):
-                await shielded(self._release(task_id))
-                raise
-            try:
-                final = await shielded(
-                    self._finish(
+
+            async def record_cancel() -> None:
+                await run.discard_uploads()
+                if self._should_release(task_id):
+                    await self._release(task_id)
+                    return
+                try:
+                    final = await self._finish(
                         task_id,
                         TaskStatus.CANCELLED,
                         error="cancelled",
@@ -644,19 +645,21 @@ class TaskManager(AsyncResource):
                         diagnostics=run.diagnostics,
                         attempts={**running.attempts, **run.attempts},
                     )
-                )
-            except _LostOwnership:
-                raise asyncio.CancelledError from None
-            self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
+                except _LostOwnership:
+                    return
+                self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
+
+            await shielded(record_cancel())  # all of it, even if cancelled again meanwhile
             raise
         except Exception as exc:
-            await shielded(run.discard_uploads())
             if isinstance(exc, TaskFailure):
                 message, code = exc.message, exc.code
             else:
                 log.exception("task %s failed unexpectedly", task_id)
                 message, code = f"internal error ({type(exc).__name__})", "internal_error"
-            try:
+
+            async def record_failure() -> Task:
+                await run.discard_uploads()
                 final = await self._finish(
                     task_id,
                     TaskStatus.FAILED,
@@ -665,10 +668,13 @@ class TaskManager(AsyncResource):
                     diagnostics=run.diagnostics,
                     attempts={**running.attempts, **run.attempts},
                 )
+                self._bus.publish(Event(EventType.FAILED, task_id, message=message, task=final))
+                return final
+
+            try:  # a cancel that arrives meanwhile propagates once the failure is recorded
+                return await shielded(record_failure())
             except _LostOwnership as lost:
                 return self._lost(lost)
-            self._bus.publish(Event(EventType.FAILED, task_id, message=message, task=final))
-            return final
         self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
         return final
 

@@ -15,10 +15,12 @@ import asyncio
 import gc
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ffmpeg_tasks import HttpDownloader, LocalExecutor, LocalStorage, TaskManager, TaskStatus
+from ffmpeg_tasks.storage.base import StoredFile
 
 from .servers import MediaServer
 from .test_manager import _ffmpeg_children, leftovers
@@ -32,8 +34,8 @@ no_unclosed_transports = pytest.mark.filterwarnings("error::ResourceWarning")
 
 
 def make_manager(tmp_path: Path, **kwargs: object) -> TaskManager:
+    kwargs.setdefault("storage", LocalStorage(tmp_path / "out"))
     return TaskManager(
-        storage=LocalStorage(tmp_path / "out"),
         downloader=HttpDownloader(allow_private_networks=True),
         executor=LocalExecutor(max_concurrency=2),
         work_dir=tmp_path / "work",
@@ -304,3 +306,72 @@ async def test_no_unclosed_transport_when_a_run_is_cancelled(
         done = await ex.run(["-f", "lavfi", "-i", "testsrc2", "-t", "0.1", "-f", "null", "-"], work)
         assert done.returncode == 0
     gc.collect()
+
+
+# -- a cancel that arrives while a failed run cleans up ------------------------------------
+
+
+class _GatedDeleteStorage(LocalStorage):
+    """LocalStorage whose ``delete`` waits for a gate, to cancel a run in its clean-up."""
+
+    def __init__(self, root: Path, *, gate_put: bool = False) -> None:
+        super().__init__(root)
+        self.deleting = asyncio.Event()
+        self.putting = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate_put = gate_put
+
+    async def put(self, *args: Any, **kwargs: Any) -> StoredFile:
+        self.putting.set()
+        if self.gate_put:
+            await asyncio.Event().wait()  # until cancelled
+        return await super().put(*args, **kwargs)
+
+    async def delete(self, key: str) -> None:
+        self.deleting.set()
+        await self.gate.wait()
+        await super().delete(key)
+
+
+async def test_a_cancel_during_a_failed_runs_clean_up_still_records_it(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    storage = _GatedDeleteStorage(tmp_path / "out")
+    async with make_manager(tmp_path, storage=storage) as tm:
+        task = await tm.register(
+            QUICK,
+            {"in.mp4": media_server.media_url("clip.mp4")},
+            "out.mp4",
+            expect={"min_duration": 100},  # fails: the upload is discarded
+        )
+        owner = asyncio.create_task(tm.execute(task.id))
+        await asyncio.wait_for(storage.deleting.wait(), 60)
+        canceller = asyncio.create_task(tm.cancel(task.id))
+        await asyncio.sleep(0.2)
+        storage.gate.set()
+        final = await asyncio.wait_for(canceller, 30)
+        assert final.status is TaskStatus.FAILED  # it had failed: the record is not lost
+        assert final.error_code == "expectation_failed"
+        assert (await owner).status is TaskStatus.FAILED
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+    assert leftovers(tmp_path) == []
+
+
+async def test_a_second_cancel_during_a_cancelled_runs_clean_up_still_records_it(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    storage = _GatedDeleteStorage(tmp_path / "out", gate_put=True)
+    async with make_manager(tmp_path, storage=storage) as tm:
+        task = await tm.register(QUICK, {"in.mp4": media_server.media_url("clip.mp4")}, "out.mp4")
+        await tm.submit(task.id)
+        await asyncio.wait_for(storage.putting.wait(), 60)
+        first = asyncio.create_task(tm.cancel(task.id))
+        await asyncio.wait_for(storage.deleting.wait(), 30)  # discarding the upload
+        second = asyncio.create_task(tm.cancel(task.id))  # cancels the runner again
+        await asyncio.sleep(0.2)
+        storage.gate.set()
+        for canceller in (first, second):
+            final = await asyncio.wait_for(canceller, 30)
+            assert final.status is TaskStatus.CANCELLED
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+    assert leftovers(tmp_path) == []
