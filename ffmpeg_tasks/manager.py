@@ -222,13 +222,17 @@ class TaskManager(AsyncResource):
         """Cancel running tasks, wait for them to settle, then close every backend.
 
         Cancelled tasks end CANCELLED; with ``release=True`` (a worker shutting down)
-        they go back to PENDING instead, for another worker or a restart to run.
+        they go back to PENDING instead, for another worker or a restart to run.  A
+        cancel of the caller meanwhile propagates once all of that is done.
         """
         if self._closed:
             return
         self._closed = True
         if release:
             self.release_on_cancel()
+        await shielded(self._close())
+
+    async def _close(self) -> None:
         for helper in (self._janitor, *self._warm_ups.values()):
             if helper is not None:
                 await cancel_and_wait(helper)

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from ffmpeg_tasks import HttpDownloader, LocalExecutor, LocalStorage, TaskManager, TaskStatus
+from ffmpeg_tasks import (
+    ConfigurationError,
+    HttpDownloader,
+    LocalExecutor,
+    LocalStorage,
+    TaskManager,
+    TaskStatus,
+)
 from ffmpeg_tasks.storage.base import StoredFile
 
 from .servers import MediaServer
@@ -375,3 +382,24 @@ async def test_a_second_cancel_during_a_cancelled_runs_clean_up_still_records_it
             assert final.status is TaskStatus.CANCELLED
     assert not list((tmp_path / "out").rglob("*.mp4"))
     assert leftovers(tmp_path) == []
+
+
+async def test_a_cancelled_aclose_still_settles_the_tasks_and_closes_the_backends(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    tm = make_manager(tmp_path)
+    await tm.__aenter__()
+    task_id = await slow_task(tm, media_server)
+    await tm.submit(task_id)
+    await until_processing(tm, task_id)
+    runner = tm._runners[task_id]
+    closer = asyncio.create_task(tm.aclose())
+    while not runner.cancelling():
+        await asyncio.sleep(0)
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closer
+    assert (await tm.status(task_id)).status is TaskStatus.CANCELLED
+    with pytest.raises(ConfigurationError, match="closed"):
+        await tm.executor.run(["-version"], tmp_path)
+    assert not _ffmpeg_children()
