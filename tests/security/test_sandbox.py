@@ -285,24 +285,46 @@ async def test_no_network(
     assert "Connection refused" in result.stderr_tail or "Network" in result.stderr_tail
 
 
-async def test_timeout_kills_everything_in_the_sandbox(
-    sandboxed: LocalExecutor, work: Path, ffmpeg_bin: str
-) -> None:
-    run = asyncio.create_task(sandboxed.run(FOREVER, work, timeout=1.5))
+async def _started_in_sandbox(
+    ex: LocalExecutor, work: Path, ffmpeg_bin: str
+) -> tuple[int, frozenset[int]]:
+    """ffmpeg's pid (inside the sandbox) and the run's group leaders, once both exist."""
     for _ in range(400):
         if ffmpeg_pids(ffmpeg_bin, work):
             break
         await asyncio.sleep(0.025)
     pid = ffmpeg_pids(ffmpeg_bin, work)[0]
     for _ in range(400):
-        if sandboxed.pids:
+        if ex.pids:
             break
         await asyncio.sleep(0.025)
-    leaders = sandboxed.pids
-    assert leaders
+    assert ex.pids
+    return pid, ex.pids
+
+
+async def test_timeout_kills_everything_in_the_sandbox(
+    sandboxed: LocalExecutor, work: Path, ffmpeg_bin: str
+) -> None:
+    run = asyncio.create_task(sandboxed.run(FOREVER, work, timeout=1.5))
+    pid, leaders = await _started_in_sandbox(sandboxed, work, ffmpeg_bin)
     with pytest.raises(Exception, match="timeout") as info:
         await run
-    assert info.value.returncode == 255  # type: ignore[attr-defined]  # SIGTERM reached ffmpeg
+    assert info.value.returncode == -9  # type: ignore[attr-defined]  # no graceful stop
+    assert not os.path.exists(f"/proc/{pid}")
+    for leader in leaders:
+        assert not os.path.exists(f"/proc/{leader}")
+
+
+async def test_aclose_sigterm_reaches_ffmpeg_inside_the_sandbox(
+    bwrap_works: None, work: Path, ffmpeg_bin: str
+) -> None:
+    ex = LocalExecutor(sandbox="require", grace_period=5.0)
+    run = asyncio.create_task(ex.run(FOREVER, work))
+    pid, leaders = await _started_in_sandbox(ex, work, ffmpeg_bin)
+    await asyncio.sleep(0.5)  # ffmpeg has set its signal handlers
+    await ex.aclose()
+    result = await asyncio.wait_for(run, 30)
+    assert result.returncode == 255  # ffmpeg's own exit on SIGTERM, not bwrap killed
     assert not os.path.exists(f"/proc/{pid}")
     for leader in leaders:
         assert not os.path.exists(f"/proc/{leader}")
