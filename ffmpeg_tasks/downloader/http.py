@@ -46,6 +46,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from .._lifecycle import AsyncResource
+from .._version import __version__
 from ..errors import (
     BlockedAddressError,
     ConfigurationError,
@@ -64,7 +65,7 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-DEFAULT_USER_AGENT = "ffmpeg-tasks/0.1 (+https://pypi.org/project/ffmpeg-tasks/)"
+DEFAULT_USER_AGENT = f"ffmpeg-tasks/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _OK = frozenset({200, 203})
 _WRITE_BATCH = 1 * MiB
@@ -501,21 +502,25 @@ class _Fetch:
                 raise BlockedAddressError(
                     f"{self.where}: {exc.strerror or exc}", url=self.url
                 ) from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # not ``exc.os_error``: before aiohttp 3.13.4 it raises AttributeError here
+                raise DownloadConnectionError(
+                    f"{self.where}: could not connect ({exc.certificate_error})",
+                    url=self.url,
+                    transient=False,
+                ) from exc
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, BlockedConnectError):
                     raise BlockedAddressError(
                         f"{self.where}: {exc.os_error}", url=self.url
                     ) from None
-                transient = not isinstance(exc, aiohttp.ClientConnectorCertificateError)
                 what = (
                     "could not resolve host"
                     if isinstance(exc, aiohttp.ClientConnectorDNSError)
                     else "could not connect"
                 )
                 raise DownloadConnectionError(
-                    f"{self.where}: {what} ({exc.os_error})",
-                    url=self.url,
-                    transient=transient,
+                    f"{self.where}: {what} ({exc.os_error})", url=self.url
                 ) from exc
             except TimeoutError as exc:  # connect, DNS or sock_read timeout
                 raise DownloadTimeoutError(
