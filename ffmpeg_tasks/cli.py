@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .downloader.base import Downloader, DownloadProgress
 from .errors import ConfigurationError, DownloadError, FFmpegTasksError, InvalidSpecError
 from .models import Task, TaskStatus
@@ -184,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ffmpeg-tasks",
         description="Run FFmpeg tasks on remote or local files; store the outputs.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ffmpeg-tasks {__version__}",
+        help="print the version",
     )
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
 
