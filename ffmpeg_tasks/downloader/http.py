@@ -25,7 +25,8 @@ Errors name the URL: DownloadHTTPError (with ``retry_after``), DownloadTimeoutEr
 DownloadConnectionError (DNS, refused, reset, truncated body, bad certificate —
 the last one not transient), DownloadTooLargeError, BlockedAddressError, and
 DownloadError with code ``url_not_allowed``, ``invalid_url``, ``too_many_redirects``,
-``bad_redirect``, ``bad_range`` or ``write_failed``.
+``bad_redirect``, ``bad_range``, ``disk_full`` (no space left in the work dir) or
+``write_failed``; a local file is named by its name, never its host path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import os
 import socket
 import time
@@ -126,7 +128,11 @@ class _LocalIOError(Exception):
     """A local file operation failed (full disk, missing directory …)."""
 
     def __init__(self, path: Path, error: OSError) -> None:
-        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        # The file's name only: the message reaches the task's caller, the work dir's
+        # host path must not (the OSError, with the path, stays as the cause).
+        name = path.name.removesuffix(".part")
+        super().__init__(f"cannot write {name!r}: {error.strerror or type(error).__name__}")
+        self.errno = error.errno
 
 
 async def _local(path: Path, fn: Callable[..., _T], *args: Any) -> _T:
@@ -495,9 +501,8 @@ class _Fetch:
                         continue
                     return await self._receive(resp, offset)
             except _LocalIOError as exc:
-                raise DownloadError(
-                    f"{self.where}: {exc}", url=self.url, code="write_failed"
-                ) from exc
+                code = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
+                raise DownloadError(f"{self.where}: {exc}", url=self.url, code=code) from exc
             except BlockedConnectError as exc:
                 raise BlockedAddressError(
                     f"{self.where}: {exc.strerror or exc}", url=self.url
