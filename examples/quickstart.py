@@ -36,6 +36,8 @@ async def main() -> None:
             # Private addresses are refused by default; the local demo server needs this.
             downloader=HttpDownloader(allow_private_networks=local),
         ) as tm:
+            ffmpeg = (await tm.health())["ffmpeg"]
+            print(f"ffmpeg sandbox: {ffmpeg['sandbox']} (bwrap: {ffmpeg.get('bwrap_source')})")
             task = await tm.register(COMMAND, {"input.mp4": url}, "output.mp4")
             print(f"registered {task.id} ({task.status})")
             await tm.submit(task.id)

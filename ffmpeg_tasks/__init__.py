@@ -9,6 +9,7 @@ async with TaskManager() as tm:
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .downloader import Downloader, FakeDownloader, HttpDownloader
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
@@ -48,8 +49,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module, __name__), name)
 
 
-__version__ = "0.1.0"
-
 __all__ = [
     *_errors_all,
     "CommandPlan",
@@ -87,4 +86,5 @@ __all__ = [
     "find_ffprobe",
     "follow",
     "verify_signature",
+    "__version__",
 ]

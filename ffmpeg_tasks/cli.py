@@ -11,7 +11,9 @@ local files are read by a small downloader that knows only the files named on th
 command line; every other input goes through the HTTP downloader and its checks.
 
 Exit status of ``run``: 0 completed, 1 failed (code and message on stderr), 2 bad
-usage or a rejected spec, 130 interrupted by Ctrl-C (the task is cancelled first).
+usage or a rejected spec, 130 interrupted by Ctrl-C (the task is cancelled first),
+141 stdout closed by its reader.  With ``--json`` stdout is always JSON: the task, or
+``{"error": …, "code": …}`` when no task ran.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._lifecycle import cancel_and_wait
+from ._version import __version__
 from .downloader.base import Downloader, DownloadProgress
 from .errors import ConfigurationError, DownloadError, FFmpegTasksError, InvalidSpecError
 from .models import Task, TaskStatus
@@ -37,6 +41,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -185,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ffmpeg-tasks",
         description="Run FFmpeg tasks on remote or local files; store the outputs.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ffmpeg-tasks {__version__}",
+        help="print the version",
     )
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
 
@@ -354,7 +365,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _guard(lambda: _run(args))
+    return _guard(lambda: _run(args), json_errors=args.json)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -421,30 +432,51 @@ def _report(args: argparse.Namespace, task: Task) -> int:
     return EXIT_FAILED
 
 
-def _guard(fn: Callable[[], Any]) -> int:
-    """Run ``fn()``'s coroutine; map usage and spec errors to exit status 2."""
+def _guard(fn: Callable[[], Any], *, json_errors: bool = False) -> int:
+    """Run ``fn()``'s coroutine; map usage and spec errors to exit status 2.
+
+    With ``json_errors`` (``--json``) an error is also printed on stdout as
+    ``{"error": message, "code": code}``, so a script reading stdout always gets JSON.
+    """
     try:
         result: int = asyncio.run(fn())
     except _UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
+        return _fail(str(exc), "usage", EXIT_USAGE, json_errors)
     except (InvalidSpecError, ConfigurationError) as exc:
-        _error(f"{exc.code}: {exc}")
-        return EXIT_USAGE
+        return _fail(str(exc), exc.code, EXIT_USAGE, json_errors)
     except FFmpegTasksError as exc:
-        _error(f"{exc.code}: {exc}")
-        return EXIT_FAILED
+        return _fail(str(exc), exc.code, EXIT_FAILED, json_errors)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return result
 
 
+def _fail(message: str, code: str, status: int, json_errors: bool) -> int:
+    if json_errors:
+        _print_json({"error": message, "code": code})
+    _error(message if code == "usage" else f"{code}: {message}")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ffmpeg-tasks`` console script; returns the exit status."""
+    """Entry point of the ``ffmpeg-tasks`` console script; returns the exit status.
+
+    Output into a pipe whose reader has gone (``… --json | head``) ends quietly with
+    status 141 (128 + SIGPIPE), as a shell tool killed by SIGPIPE does.
+    """
     parser = build_parser()
     args = parser.parse_args(_commands_last(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        status = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would print another BrokenPipeError when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return status
 
 
 if __name__ == "__main__":

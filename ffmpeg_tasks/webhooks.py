@@ -39,6 +39,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from ._lifecycle import AsyncResource
+from ._version import __version__
 from .downloader.addresses import check_host, is_public_address, parse_ip
 from .downloader.http import AddressFilteringResolver, BlockedConnectError, retry_after_seconds
 from .errors import ConfigurationError, WebhookError
@@ -63,7 +64,7 @@ DELIVERY_HEADER = "X-FFmpeg-Tasks-Delivery"
 EVENT_HEADER = "X-FFmpeg-Tasks-Event"
 
 _TRANSIENT = frozenset({408, 425, 429})
-_USER_AGENT = "ffmpeg-tasks-webhook/0.1"
+_USER_AGENT = f"ffmpeg-tasks-webhook/{__version__}"
 
 
 def _key(secret: str | bytes) -> bytes:

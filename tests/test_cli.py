@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import ffmpeg_tasks
 from ffmpeg_tasks.cli import LocalFileDownloader, _commands_last, build_parser
 from ffmpeg_tasks.errors import DownloadError
 from ffmpeg_tasks.store.sqlite import SQLiteTaskStore
@@ -284,13 +287,15 @@ def test_run_records_into_a_sqlite_store(tmp_path: Path, media_dir: Path) -> Non
 # -- plan and health ------------------------------------------------------------------
 
 
-def test_plan_prints_the_argv_as_json(tmp_path: Path, media_server: MediaServer) -> None:
+def test_plan_prints_the_argv_as_json(
+    tmp_path: Path, media_server: MediaServer, ffmpeg_bin: str
+) -> None:
     url = media_server.media_url("clip.mp4") + "?cli-plan"
     res = cli("plan", SCALE, "-i", f"in.mp4={url}", "-o", "out.mp4", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     (argv,) = plan["steps"]
-    assert Path(argv[0]).name == "ffmpeg"
+    assert argv[0] == ffmpeg_bin  # the discovered binary, whatever its file name
     assert argv[argv.index("-i") + 1] == "in.mp4"
     assert "scale=160:-2" in argv
     assert argv[-1] == "out.mp4"
@@ -330,6 +335,74 @@ def test_health_prints_json_and_exits_0(tmp_path: Path) -> None:
     assert report["status"] == "ok"
     assert report["ffmpeg"]["found"] is True
     assert report["storage"] == {"ok": True, "backend": "LocalStorage"}
+
+
+def test_health_creates_no_storage_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FFMPEG_TASKS_STORAGE_DIR", raising=False)
+    res = cli("health", cwd=tmp_path)
+    report = json.loads(res.stdout)
+    assert report["storage"] == {"ok": True, "backend": "LocalStorage"}, res.stderr
+    assert os.listdir(tmp_path) == []  # no ./ffmpeg-tasks-output left behind
+
+
+def test_version(tmp_path: Path) -> None:
+    res = cli("--version", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"ffmpeg-tasks {ffmpeg_tasks.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", ffmpeg_tasks.__version__)
+    assert importlib.metadata.version("ffmpeg-tasks") == ffmpeg_tasks.__version__
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "code", "status"),
+    [
+        ("-i in.mp4 -vf movie=/etc/passwd out.mp4", ["-o", "out.mp4"], "filter_not_allowed", 2),
+        (COPY, [], "usage", 2),  # no -o
+        (COPY, ["-o", "out.mp4", "--store", "nosuch://x"], "configuration_error", 2),
+    ],
+)
+def test_run_json_errors_are_json_on_stdout(
+    tmp_path: Path, media_dir: Path, command: str, args: list[str], code: str, status: int
+) -> None:
+    res = cli(
+        "run", command, "-i", f"in.mp4={media_dir / 'clip.mp4'}", *args, "--json",
+        "--storage-dir", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == status, res.stderr
+    report = json.loads(res.stdout)
+    assert set(report) == {"error", "code"}
+    assert report["code"] == code
+    assert report["error"]
+    assert report["error"] in res.stderr  # people still read stderr
+
+
+@pytest.mark.parametrize("subcommand", ["run", "health"])
+def test_a_closed_stdout_ends_quietly(tmp_path: Path, media_dir: Path, subcommand: str) -> None:
+    """``ffmpeg-tasks run … --json | head``: the reader is gone before anything is printed."""
+    args = ["health"]
+    if subcommand == "run":
+        args = ["run", COPY, "-i", f"in.mp4={media_dir / 'clip.mp4'}", "-o", "out.mp4", "--json",
+                "-q"]  # fmt: skip
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: every write gets EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ffmpeg_tasks", *args, "--storage-dir", "out"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "BrokenPipe" not in proc.stderr
 
 
 def test_health_exits_1_when_storage_is_unreachable(tmp_path: Path, dead_endpoint: str) -> None:

@@ -589,7 +589,9 @@ async def test_missing_dest_dir_is_write_failed(
     assert info.value.code == "write_failed"
     assert not info.value.transient
     assert url in str(info.value)
-    assert "no/such/dir" in str(info.value)
+    assert "'logo.png'" in str(info.value)
+    assert str(tmp_path) not in str(info.value)  # no host path reaches the task's caller
+    assert str(tmp_path) in str(info.value.__cause__.__cause__)  # the host still has it
 
 
 # --- HTTPS: certificate checks and the downgrade rule end to end -----------------

@@ -422,7 +422,12 @@ async def test_failing_progress_callback_does_not_break_the_run(
 
 
 def _writer(script: str) -> list[str]:
-    return [sys.executable, "-c", script]
+    """A Python child whose output does not depend on our environment.
+
+    ``-I`` ignores ``PYTHON*`` variables: with ``PYTHONUNBUFFERED=1`` (common in container
+    images) a ``print`` would arrive as two writes.
+    """
+    return [sys.executable, "-I", "-c", script]
 
 
 async def _run_with_pipes(
@@ -477,7 +482,10 @@ async def test_output_pipes_drop_a_failing_handler_and_read_to_the_end(
     assert "reading ffmpeg's output (fd 2) failed" in caplog.text
 
 
-async def test_output_pipes_close_stops_the_callbacks_and_the_pipes() -> None:
+async def test_output_pipes_close_stops_the_callbacks_and_the_pipes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the caller's environment must not matter
     reads: list[bytes] = []
     got_first = asyncio.Event()
 

@@ -172,7 +172,9 @@ async def test_symlink_source_refused(storage: LocalStorage, tmp_path: Path) -> 
     link.symlink_to(secret)
     with pytest.raises(StorageError) as info:
         await storage.put(link, "t/out.mp4", content_type="video/mp4")
-    assert str(link) in str(info.value)
+    assert "'out.mp4'" in str(info.value)
+    assert "symlink" in str(info.value)
+    assert str(tmp_path) not in str(info.value)  # no host path reaches the task's caller
 
 
 async def test_missing_source(storage: LocalStorage, tmp_path: Path) -> None:
@@ -190,13 +192,25 @@ async def test_delete(storage: LocalStorage, root: Path, media_dir: Path) -> Non
 
 
 async def test_check(tmp_path: Path) -> None:
-    await LocalStorage(tmp_path / "new" / "dir").check()
-    assert (tmp_path / "new" / "dir").is_dir()
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(StorageError) as info:
         await LocalStorage(afile).check()
     assert str(afile) in str(info.value)
+    with pytest.raises(StorageError, match="not a directory"):
+        await LocalStorage(afile / "below").check()
+
+
+async def test_check_creates_nothing_the_first_put_creates_the_root(tmp_path: Path) -> None:
+    """``health()`` must not leave an empty storage directory behind."""
+    root = tmp_path / "new" / "dir"
+    storage = LocalStorage(root)
+    await storage.check()
+    assert not (tmp_path / "new").exists()
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
+    await storage.put(src, "t/out.bin", content_type="x")
+    assert (root / "t" / "out.bin").read_bytes() == b"data"
 
 
 async def test_empty_file(storage: LocalStorage, root: Path, tmp_path: Path) -> None:

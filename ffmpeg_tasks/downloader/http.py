@@ -25,7 +25,8 @@ Errors name the URL: DownloadHTTPError (with ``retry_after``), DownloadTimeoutEr
 DownloadConnectionError (DNS, refused, reset, truncated body, bad certificate —
 the last one not transient), DownloadTooLargeError, BlockedAddressError, and
 DownloadError with code ``url_not_allowed``, ``invalid_url``, ``too_many_redirects``,
-``bad_redirect``, ``bad_range`` or ``write_failed``.
+``bad_redirect``, ``bad_range``, ``disk_full`` (no space left in the work dir) or
+``write_failed``; a local file is named by its name, never its host path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import os
 import socket
 import time
@@ -46,6 +48,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from .._lifecycle import AsyncResource
+from .._version import __version__
 from ..errors import (
     BlockedAddressError,
     ConfigurationError,
@@ -64,7 +67,7 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-DEFAULT_USER_AGENT = "ffmpeg-tasks/0.1 (+https://pypi.org/project/ffmpeg-tasks/)"
+DEFAULT_USER_AGENT = f"ffmpeg-tasks/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _OK = frozenset({200, 203})
 _WRITE_BATCH = 1 * MiB
@@ -125,7 +128,11 @@ class _LocalIOError(Exception):
     """A local file operation failed (full disk, missing directory …)."""
 
     def __init__(self, path: Path, error: OSError) -> None:
-        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        # The file's name only: the message reaches the task's caller, the work dir's
+        # host path must not (the OSError, with the path, stays as the cause).
+        name = path.name.removesuffix(".part")
+        super().__init__(f"cannot write {name!r}: {error.strerror or type(error).__name__}")
+        self.errno = error.errno
 
 
 async def _local(path: Path, fn: Callable[..., _T], *args: Any) -> _T:
@@ -494,28 +501,31 @@ class _Fetch:
                         continue
                     return await self._receive(resp, offset)
             except _LocalIOError as exc:
-                raise DownloadError(
-                    f"{self.where}: {exc}", url=self.url, code="write_failed"
-                ) from exc
+                code = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
+                raise DownloadError(f"{self.where}: {exc}", url=self.url, code=code) from exc
             except BlockedConnectError as exc:
                 raise BlockedAddressError(
                     f"{self.where}: {exc.strerror or exc}", url=self.url
                 ) from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # not ``exc.os_error``: before aiohttp 3.13.4 it raises AttributeError here
+                raise DownloadConnectionError(
+                    f"{self.where}: could not connect ({exc.certificate_error})",
+                    url=self.url,
+                    transient=False,
+                ) from exc
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, BlockedConnectError):
                     raise BlockedAddressError(
                         f"{self.where}: {exc.os_error}", url=self.url
                     ) from None
-                transient = not isinstance(exc, aiohttp.ClientConnectorCertificateError)
                 what = (
                     "could not resolve host"
                     if isinstance(exc, aiohttp.ClientConnectorDNSError)
                     else "could not connect"
                 )
                 raise DownloadConnectionError(
-                    f"{self.where}: {what} ({exc.os_error})",
-                    url=self.url,
-                    transient=transient,
+                    f"{self.where}: {what} ({exc.os_error})", url=self.url
                 ) from exc
             except TimeoutError as exc:  # connect, DNS or sock_read timeout
                 raise DownloadTimeoutError(

