@@ -131,7 +131,7 @@ _INDIRECT = re.compile(
 #: What the first bytes look like, for the error message.
 _LOOKS_LIKE: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
     ("an HLS playlist", _text(rb"\s*#EXT")),
-    ("an XML document (a DASH manifest?)", _text(rb"\s*<")),
+    ("an XML document such as a DASH manifest", _text(rb"\s*<")),
     ("an ffconcat list", _text(rb"\s*ffconcat")),
     ("MPEG-TS", _mpegts),
     ("MP4/QuickTime", _bmff),
