@@ -177,7 +177,7 @@ _HEADS = {
     **dict.fromkeys(("ogg", "oga", "ogv", "opus"), b"OggS"),
     **dict.fromkeys(("jpg", "jpeg"), b"\xff\xd8\xff\xe0"),
     **dict.fromkeys(("png", "apng"), b"\x89PNG\r\n\x1a\n"),
-    "ts": b"\x47" + b"\xff" * 187,
+    "ts": (b"\x47" + b"\xff" * 187) * 2,
     "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
     "aac": b"\xff\xf1",
     "flac": b"fLaC",
