@@ -42,7 +42,12 @@ def _bmff(head: bytes) -> bool:
 
 
 def _mpegts(head: bytes) -> bool:
-    return head[:1] == b"\x47" and (len(head) <= 188 or head[188:189] == b"\x47")
+    """Sync bytes of 188-byte packets, or of 192-byte M2TS packets (4-byte time prefix)."""
+    return any(
+        head[first : first + 1] == b"\x47"
+        and (len(head) <= first + size or head[first + size : first + size + 1] == b"\x47")
+        for first, size in ((0, 188), (4, 192))
+    )
 
 
 def _mp3(head: bytes) -> bool:

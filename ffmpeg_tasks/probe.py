@@ -13,6 +13,7 @@ failure (code ``expectation_failed``).
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from .errors import ExecutionTimeoutError, OutputError
 from .executor.base import Executor
 from .metadata import OutputMetadata, StreamMetadata, format_for_name, output_metadata, stream
 from .output_types import probe_formats
+from .outputs import pattern_to_glob
 
 __all__ = ["StreamDump", "check_expectations", "ffprobe_file", "merge_dump", "probe_outputs"]
 
@@ -31,7 +33,7 @@ _STREAM_RE = re.compile(
     r"^\s+Stream #\d+:\d+(?:\[\w+\])?(?:\(\w+\))?: (Video|Audio|Subtitle|Data|Attachment): "
     r"([\w-]+)(.*)$"
 )
-_SIZE_RE = re.compile(r"\b(\d{1,5})x(\d{1,5})\b")
+_SIZE_RE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _RATE_RE = re.compile(r"\b(\d+) Hz\b")
 _FPS_RE = re.compile(r"\b(\d+(?:\.\d+)?)(k?) fps\b")
 _LAYOUT_RE = re.compile(r"\bHz, ([\w.()]+)")
@@ -184,18 +186,29 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _dump_key(dump: StreamDump, name: str) -> str | None:
+    """The name ffmpeg printed for the file ``name``: itself or its pattern (``thumb_%03d.jpg``)."""
+    if name in dump.streams:
+        return name
+    for printed in dump.streams:
+        glob = pattern_to_glob(printed)
+        if glob is not None and fnmatch.fnmatchcase(name, glob):
+            return printed
+    return None
+
+
 def merge_dump(
     files: Sequence[tuple[str, Path]], dump: StreamDump, out_time: float | None
 ) -> dict[str, OutputMetadata]:
     """Metadata from ffmpeg's own output dump (the fallback without ffprobe; blocking)."""
     result: dict[str, OutputMetadata] = {}
     for name, path in files:
-        known = name in dump.streams
+        key = _dump_key(dump, name)
         result[name] = output_metadata(
-            format=dump.formats.get(name) or format_for_name(name),
+            format=(dump.formats.get(key) if key else None) or format_for_name(name),
             size=path.stat().st_size,
-            duration=out_time if known else None,
-            streams=dump.streams.get(name, []),
+            duration=out_time if key else None,
+            streams=dump.streams.get(key, []) if key else [],
         )
     return result
 
@@ -216,11 +229,12 @@ async def probe_outputs(
     if ffprobe is None or not hasattr(executor, "probe"):
         return metadata
     for name, path in files:
-        if name.rsplit(".", 1)[-1].lower() in _STILL_IMAGES and name in dump.streams:
+        key = _dump_key(dump, name)
+        if name.rsplit(".", 1)[-1].lower() in _STILL_IMAGES and key is not None:
             continue  # ffmpeg's own dump has codec and size; ffprobe would double the cost
         probed = await ffprobe_file(executor, ffprobe, path)
         if probed is not None:
-            probed["format"] = dump.formats.get(name) or probed["format"]
+            probed["format"] = (dump.formats.get(key) if key else None) or probed["format"]
             metadata[name] = probed
     return metadata
 

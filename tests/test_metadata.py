@@ -92,6 +92,23 @@ async def test_same_keys_and_types_with_and_without_ffprobe(
         assert audio["sample_rate"] and audio["channels"] == 1
 
 
+@pytest.mark.parametrize("ffprobe", [True, False])
+async def test_an_image_sequence_is_described_by_its_first_file(
+    tmp_path: Path, media_server: MediaServer, ffprobe: bool
+) -> None:
+    async with make(tmp_path, ffprobe=ffprobe) as tm:
+        task = await tm.run(
+            "-i in.mp4 -vf fps=2,scale=80:60 thumb_%03d.jpg",
+            {"in.mp4": media_server.media_url("clip.mp4")},
+            "thumb_%03d.jpg",
+        )
+    assert task.status is TaskStatus.COMPLETED, task.error
+    meta = task.metadata["thumb_001.jpg"]
+    assert meta["format"] == "image2"
+    [video] = meta["streams"]
+    assert (video["codec"], video["width"], video["height"]) == ("mjpeg", 80, 60)
+
+
 async def test_metadata_survives_a_json_store(tmp_path: Path, media_server: MediaServer) -> None:
     async with make(tmp_path, store=SQLiteTaskStore(tmp_path / "t.db")) as tm:
         task = await tm.run(

@@ -56,6 +56,12 @@ def test_bytes_that_are_not_what_the_name_says_are_refused(name: str, head: byte
     refused(name, head)
 
 
+def test_m2ts_packets_with_a_time_prefix_pass() -> None:
+    packet = b"\x00\x00\x00\x00\x47" + b"\xff" * 187
+    check_output_head("out.m2ts", packet * 3)
+    check_output_head("out.ts", packet * 3)
+
+
 def test_the_message_says_what_the_bytes_look_like() -> None:
     message = refused("out.mp4", b"  <MPD>")
     assert message == (
