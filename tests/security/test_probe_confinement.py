@@ -15,6 +15,7 @@ with the sandbox on and off:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Collection, Sequence
@@ -29,6 +30,7 @@ from ffmpeg_tasks import (
     CommandPlan,
     CommandPolicy,
     CommandRejectedError,
+    ExecutionTimeoutError,
     HttpDownloader,
     LocalExecutor,
     MemoryStorage,
@@ -312,3 +314,19 @@ async def test_real_playlists_pass_and_are_probed(
     video = next(s for s in meta["streams"] if s["type"] == "video")
     assert (video["width"], video["height"]) == (320, 240)
     assert len(task.outputs) > 1  # segments stored beside it
+
+
+# -- a probe is bounded like a run ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sandbox", ["off", "auto"])
+async def test_a_probe_that_hangs_is_stopped(work: Path, sandbox: str) -> None:
+    async with LocalExecutor(sandbox=sandbox, grace_period=0.5) as ex:  # type: ignore[arg-type]
+        with pytest.raises(ExecutionTimeoutError, match="ffprobe ran longer"):
+            await ex.probe(["30"], work, program="/bin/sleep", timeout=0.5)
+        hung = asyncio.create_task(ex.probe(["30"], work, program="/bin/sleep", timeout=60))
+        await asyncio.sleep(0.3)
+    # leaving the block ran aclose(): the probe was stopped, not waited for
+    assert hung.done()
+    result = hung.result()
+    assert result.returncode != 0
