@@ -14,9 +14,17 @@ from .downloader import Downloader, FakeDownloader, HttpDownloader
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .events import Event, EventType
-from .executor import ExecResult, Executor, FakeExecutor, LocalExecutor, ResourceLimits
+from .executor import (
+    ExecResult,
+    Executor,
+    FakeExecutor,
+    LocalExecutor,
+    ResourceLimits,
+    fake_media,
+)
 from .ffmpeg import find_ffmpeg, find_ffprobe
 from .manager import TaskManager
+from .metadata import OutputMetadata, StreamMetadata
 from .models import Phase, StoredObject, Task, TaskStatus
 from .plan import TaskPlan
 from .policy import CommandPlan, CommandPolicy
@@ -65,6 +73,7 @@ __all__ = [
     "LocalStorage",
     "MemoryStorage",
     "MemoryTaskStore",
+    "OutputMetadata",
     "Phase",
     "PlainBar",
     "ResourceLimits",
@@ -76,12 +85,14 @@ __all__ = [
     "Storage",
     "StoredFile",
     "StoredObject",
+    "StreamMetadata",
     "Task",
     "TaskManager",
     "TaskPlan",
     "TaskStatus",
     "TaskStore",
     "Webhook",
+    "fake_media",
     "find_ffmpeg",
     "find_ffprobe",
     "follow",

@@ -43,11 +43,13 @@ from .errors import (
 from .events import Event, EventBus, EventHandler, EventType
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
+from .metadata import OutputMetadata
 from .models import Phase, StoredObject, Task, TaskStatus, new_task_id, utcnow
+from .output_types import verify_outputs
 from .outputs import collect_outputs
 from .plan import TaskPlan, plan_task
 from .policy import CommandPolicy
-from .probe import StreamDump, check_expectations, ffprobe_file, merge_dump
+from .probe import StreamDump, check_expectations, probe_outputs
 from .progress import ProgressTracker
 from .retry import RetryPolicy
 from .sniff import check_input, read_head
@@ -61,8 +63,6 @@ __all__ = ["TaskManager"]
 log = logging.getLogger("ffmpeg_tasks")
 
 _STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
-#: Outputs whose metadata ffmpeg's own stream dump already gives in full (no ffprobe run).
-_STILL_IMAGES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "avif"})
 
 
 def _worker_id() -> str:
@@ -841,7 +841,7 @@ class _Run:
             except Exception:
                 log.warning("task %s: progress write failed", self.task.id, exc_info=True)
 
-    async def execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
+    async def execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
         self._main = asyncio.current_task()
         reporter = asyncio.create_task(self._reporter())
         try:
@@ -849,7 +849,7 @@ class _Run:
         finally:
             await cancel_and_wait(reporter)
 
-    async def _execute(self) -> tuple[list[StoredObject], dict[str, Any]]:
+    async def _execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
         m = self.m
         executor = m.executor  # resolve ffmpeg before downloading anything
         plan = plan_task(
@@ -908,20 +908,15 @@ class _Run:
             self.diagnostics = result.stderr_tail
             if result.returncode != 0:
                 raise diagnose(result.returncode, result.stderr_tail)
-        files = await asyncio.to_thread(
-            collect_outputs,
-            self.work,
-            plan.outputs,
-            plan.sidecars,
-            exclude=self.task.input_files,
-            delete_excluded=True,
-        )
+            if index < len(plan.steps) - 1:  # later steps read these: check them first
+                await asyncio.to_thread(self._collect, step.outputs, step.sidecars, final=False)
+        files = await asyncio.to_thread(self._collect, plan.outputs, plan.sidecars)
         self.progress = 100.0
         await self._flush(phase=Phase.UPLOADING)
         # ffprobe (and the expect= check) run beside the upload; a failure of either
         # cancels the other, and the caller discards whatever was stored.
         stored: list[StoredObject] = []
-        metadata: dict[str, Any] = {}
+        metadata: dict[str, OutputMetadata] = {}
 
         async def upload() -> None:
             stored.extend(await self._upload_all(files))
@@ -931,6 +926,16 @@ class _Run:
 
         await _all_or_nothing([upload(), probe()])
         return stored, metadata
+
+    def _collect(
+        self, outputs: Sequence[str], sidecars: Sequence[str], *, final: bool = True
+    ) -> list[tuple[str, Path]]:
+        """The files to store, each checked to be what its name says (blocking)."""
+        files = collect_outputs(
+            self.work, outputs, sidecars, exclude=self.task.input_files, delete_excluded=final
+        )
+        verify_outputs(files)
+        return files
 
     async def _download_all(self) -> None:
         await _all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
@@ -1034,18 +1039,10 @@ class _Run:
 
     async def _metadata(
         self, files: Sequence[tuple[str, Path]], dump: StreamDump, out_time: float | None
-    ) -> dict[str, Any]:
-        """Metadata of the declared outputs (ffprobe if found); checks ``expect``."""
+    ) -> dict[str, OutputMetadata]:
+        """Metadata of the declared outputs (ffprobe, confined by the executor, if found)."""
         main = [(n, p) for n, p in files if n in self.task.output_files] or list(files[:1])
-        metadata = await asyncio.to_thread(merge_dump, main, dump, out_time)
-        ffprobe = self.m.ffprobe_path
-        if ffprobe is not None:
-            for name, path in main:
-                if name.rsplit(".", 1)[-1].lower() in _STILL_IMAGES and name in dump.outputs:
-                    continue  # ffmpeg's own dump has codec and size; ffprobe would double the cost
-                probed = await ffprobe_file(ffprobe, path)
-                if probed:
-                    metadata[name] = {**probed, "size": metadata[name]["size"]}
+        metadata = await probe_outputs(self.m.executor, self.m.ffprobe_path, main, dump, out_time)
         expect = self.task.options.get("expect")
         if expect:
             per_output = all(isinstance(v, Mapping) for v in expect.values())

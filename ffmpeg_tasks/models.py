@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from .metadata import OutputMetadata
+
 __all__ = ["Phase", "StoredObject", "Task", "TaskStatus", "new_task_id", "utcnow"]
 
 
@@ -118,7 +120,7 @@ class Task:
     diagnostics: str | None = None
     progress: float | None = None
     attempts: dict[str, int] = attrs.field(factory=dict, converter=_frozen_dict)
-    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
+    metadata: dict[str, OutputMetadata] = attrs.field(factory=dict, converter=_frozen_dict)
     options: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
     idempotency_key: str | None = None
     worker: str | None = None

@@ -1,7 +1,7 @@
 """Executors run one ffmpeg argv in a work dir: the local one, and a scripted fake for tests."""
 
 from .base import ExecResult, Executor, ProgressCallback
-from .fake import FakeCall, FakeExecutor
+from .fake import FakeCall, FakeExecutor, fake_media
 from .local import LocalExecutor
 from .sandbox import ResourceLimits
 
@@ -13,4 +13,5 @@ __all__ = [
     "LocalExecutor",
     "ProgressCallback",
     "ResourceLimits",
+    "fake_media",
 ]

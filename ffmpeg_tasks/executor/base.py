@@ -1,4 +1,4 @@
-"""The executor protocol: run one ffmpeg argv in a directory."""
+"""The executor protocol: run one ffmpeg (or ffprobe) argv in a directory."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ ProgressCallback = Callable[[Mapping[str, str]], None]
 
 @attrs.frozen
 class ExecResult:
-    """How an ffmpeg run ended.  ``stderr_tail`` is the bounded end of its stderr."""
+    """How a run ended.  ``stderr_tail`` is the bounded end of its stderr.
+
+    ``stdout`` is what a :meth:`Executor.probe` run printed (bounded); empty for ffmpeg runs.
+    """
 
     returncode: int
     stderr_tail: str
     duration: float
+    stdout: bytes = b""
 
 
 @runtime_checkable
@@ -49,6 +53,25 @@ class Executor(Protocol):
         progress: ProgressCallback | None = None,
         on_stderr: Callable[[str], None] | None = None,
     ) -> ExecResult: ...
+
+    async def probe(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        program: str,
+        timeout: float | None = None,
+        max_stdout: int = 1024 * 1024,
+    ) -> ExecResult:
+        """Run ``program *args`` (ffprobe) in ``cwd`` under the same confinement as :meth:`run`.
+
+        Same sandbox (only ``cwd`` visible, no network), resource limits, environment
+        and priority; the caller puts the protocol and format whitelists into ``args``.
+        Returns its stdout in :attr:`ExecResult.stdout`, cut at ``max_stdout`` bytes;
+        raises :class:`~ffmpeg_tasks.errors.ExecutionTimeoutError` on ``timeout`` and
+        stops the process when cancelled, as :meth:`run` does.
+        """
+        ...
 
     async def describe(self) -> Mapping[str, Any]:
         """Facts for ``health()``: binary path, version, protections in force."""

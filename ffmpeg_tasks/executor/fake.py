@@ -1,17 +1,20 @@
 """A scripted executor for tests of code that runs ffmpeg: no ffmpeg needed.
 
->>> fake = FakeExecutor(outputs={"out.mp4": b"not really a video"})
+>>> fake = FakeExecutor(outputs={"out.mp4": fake_media("out.mp4")})
 >>> result = await fake.run(["-i", "in.mp4", "out.mp4"], workdir)
 >>> fake.calls[0].args
 ('-i', 'in.mp4', 'out.mp4')
 
 Or pass a callable ``script(args, cwd) -> ExecResult`` (sync or async) to decide per call.
+``probes={"out.mp4": {...}}`` is the JSON :meth:`FakeExecutor.probe` prints for a file
+(what ``ffprobe -show_format -show_streams -of json`` would); other files fail to probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ from .._lifecycle import AsyncResource
 from ..errors import ExecutionTimeoutError, InvalidSpecError
 from .base import ExecResult, ProgressCallback
 
-__all__ = ["FakeCall", "FakeExecutor", "Script"]
+__all__ = ["FakeCall", "FakeExecutor", "Script", "fake_media"]
 
 Script = Callable[[tuple[str, ...], Path], ExecResult | Awaitable[ExecResult]]
 
@@ -56,6 +59,7 @@ class FakeExecutor(AsyncResource):
         delay: float = 0.0,
         max_concurrency: int = 2,
         ffmpeg_version: str = "ffmpeg version fake",
+        probes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         for name in outputs or {}:
             path = Path(name)
@@ -71,7 +75,9 @@ class FakeExecutor(AsyncResource):
         self.delay = delay
         self.max_concurrency = max_concurrency
         self.ffmpeg_version = ffmpeg_version
+        self.probes = {name: dict(data) for name, data in (probes or {}).items()}
         self.calls: list[FakeCall] = []
+        self.probe_calls: list[FakeCall] = []
         self.running = 0
         self.max_running = 0
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -126,6 +132,22 @@ class FakeExecutor(AsyncResource):
                 on_stderr(line)
         return ExecResult(self.returncode, self.stderr, time.monotonic() - started)
 
+    async def probe(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        program: str,
+        timeout: float | None = None,
+        max_stdout: int = 1024 * 1024,
+    ) -> ExecResult:
+        """Record the call; print ``probes[name]`` for the file named last (``file:NAME``)."""
+        self.probe_calls.append(FakeCall(tuple(args), Path(cwd), timeout, None))
+        name = args[-1].removeprefix("file:") if args else ""
+        if name not in self.probes:
+            return ExecResult(1, f"{name}: no fake probe result", 0.0)
+        return ExecResult(0, "", 0.0, stdout=json.dumps(self.probes[name]).encode()[:max_stdout])
+
     async def describe(self) -> Mapping[str, Any]:
         return {
             "ffmpeg_path": "fake",
@@ -144,3 +166,38 @@ def _write_outputs(cwd: Path, outputs: Mapping[str, bytes]) -> None:
         path = cwd / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+#: First bytes of each output kind, enough for the manager's output check.
+_HEADS = {
+    **dict.fromkeys(
+        ("mp4", "m4v", "m4a", "mov", "3gp", "m4s"), b"\x00\x00\x00\x10ftypisom\x00\x00\x02\x00"
+    ),
+    **dict.fromkeys(("mkv", "mka", "webm"), b"\x1a\x45\xdf\xa3"),
+    **dict.fromkeys(("ogg", "oga", "ogv", "opus"), b"OggS"),
+    **dict.fromkeys(("jpg", "jpeg"), b"\xff\xd8\xff\xe0"),
+    **dict.fromkeys(("png", "apng"), b"\x89PNG\r\n\x1a\n"),
+    "ts": (b"\x47" + b"\xff" * 187) * 2,
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
+    "aac": b"\xff\xf1",
+    "flac": b"fLaC",
+    "wav": b"RIFF\x00\x00\x00\x00WAVE",
+    "avi": b"RIFF\x00\x00\x00\x00AVI ",
+    "webp": b"RIFF\x00\x00\x00\x00WEBP",
+    "gif": b"GIF89a",
+    "flv": b"FLV\x01",
+    "m3u8": b"#EXTM3U\n",
+    "vtt": b"WEBVTT\n\n",
+    "srt": b"1\n00:00:00,000 --> 00:00:01,000\n",
+}
+
+
+def fake_media(name: str, body: bytes = b"fake media") -> bytes:
+    """``body`` after the first bytes of the kind ``name`` names (an ``ftyp`` box for ``.mp4`` …).
+
+    The manager stores only outputs whose bytes are what their names say, so a fake
+    ``out.mp4`` must start like an MP4:
+    ``FakeExecutor(outputs={"out.mp4": fake_media("out.mp4")})``.
+    """
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _HEADS.get(ext, b"") + body

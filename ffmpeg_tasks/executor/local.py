@@ -20,9 +20,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import attrs
 
 from .._lifecycle import AsyncResource, shielded
 from ..errors import (
@@ -65,6 +67,20 @@ class _Stop(Exception):
     def __init__(self, error: ExecutionTimeoutError | ExecutionStalledError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+@attrs.frozen
+class _Job:
+    """One process to run: the program, its arguments and how to watch it."""
+
+    program: str
+    args: Sequence[str]
+    timeout: float | None
+    stall_timeout: float | None
+    progress: ProgressCallback | None
+    on_stderr: Callable[[str], None] | None
+    stdout: Callable[[bytes], None] | None = None
+    name: str = "ffmpeg"  # for error messages
 
 
 class _Activity:
@@ -263,6 +279,7 @@ class LocalExecutor(AsyncResource):
         self._death_lock = asyncio.Lock()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._procs: set[asyncio.subprocess.Process] = set()
+        self._probe_procs: set[asyncio.subprocess.Process] = set()  # not in running/pids
         self._version: str | None = None
         self._closed = False
         self._active = 0  # runs past the semaphore, spawning or running
@@ -273,7 +290,7 @@ class LocalExecutor(AsyncResource):
 
     @property
     def running(self) -> int:
-        """How many ffmpeg processes this executor has running now."""
+        """How many ffmpeg processes this executor has running now (probes not counted)."""
         return len(self._procs)
 
     @property
@@ -333,15 +350,61 @@ class LocalExecutor(AsyncResource):
         on_stderr: Callable[[str], None] | None = None,
     ) -> ExecResult:
         """Run ``ffmpeg *args`` in ``cwd``; see :class:`~ffmpeg_tasks.executor.base.Executor`."""
+        timeout = self.timeout if timeout is None else timeout
+        if stall_timeout is not None and stall_timeout <= 0:
+            raise ConfigurationError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
+        workdir, env, sandboxed = await self._prepare(args, cwd, timeout)
+        async with self._semaphore:
+            with self._activity():
+                return await self._run(
+                    _Job(self.ffmpeg_path, args, timeout, stall_timeout, progress, on_stderr),
+                    workdir,
+                    env,
+                    sandboxed,
+                )
+
+    async def probe(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        program: str,
+        timeout: float | None = 30.0,
+        max_stdout: int = 1024 * 1024,
+    ) -> ExecResult:
+        """Run ``program *args`` (ffprobe) in ``cwd`` confined exactly like :meth:`run`.
+
+        The same bubblewrap sandbox (only ``cwd`` visible, no network), rlimits, minimal
+        environment and ``nice``; stdout comes back in ``ExecResult.stdout`` (cut at
+        ``max_stdout`` bytes).  A probe is short and does not wait for a
+        ``max_concurrency`` slot, so it is never queued behind other tasks' ffmpeg runs.
+        """
+        workdir, env, sandboxed = await self._prepare(args, cwd, timeout)
+        out = bytearray()
+
+        def collect(chunk: bytes) -> None:
+            if len(out) < max_stdout:
+                out.extend(chunk[: max_stdout - len(out)])
+
+        with self._activity():
+            result = await self._run(
+                _Job(program, args, timeout, None, None, None, stdout=collect, name="ffprobe"),
+                workdir,
+                env,
+                sandboxed,
+            )
+        return attrs.evolve(result, stdout=bytes(out))
+
+    async def _prepare(
+        self, args: Sequence[str], cwd: Path, timeout: float | None
+    ) -> tuple[str, dict[str, str], bool]:
+        """Checks shared by every run: ``(work dir, environment, sandboxed)``."""
         if self._closed:
             raise ConfigurationError("LocalExecutor is closed")
         if isinstance(args, str | bytes):
             raise TypeError("args must be a sequence of arguments, not a string")
-        timeout = self.timeout if timeout is None else timeout
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if stall_timeout is not None and stall_timeout <= 0:
-            raise ConfigurationError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
         workdir = await asyncio.to_thread(_workdir, cwd)
         sandboxed = await self.sandboxed()
         if not sandboxed and self.sandbox_mode == "require":
@@ -349,19 +412,21 @@ class LocalExecutor(AsyncResource):
         env = minimal_env(workdir, self.env)
         if not sandboxed:  # bwrap's --die-with-parent does this in the sandbox
             await self._probe_pdeathsig()
-        async with self._semaphore:
-            if self._closed:
-                raise ConfigurationError("LocalExecutor is closed")
-            self._active += 1
-            self._idle.clear()
-            try:
-                return await self._run(
-                    args, workdir, env, timeout, stall_timeout, progress, on_stderr, sandboxed
-                )
-            finally:
-                self._active -= 1
-                if not self._active:
-                    self._idle.set()
+        return workdir, env, sandboxed
+
+    @contextlib.contextmanager
+    def _activity(self) -> Iterator[None]:
+        """Count a run as active, so :meth:`aclose` waits for it."""
+        if self._closed:
+            raise ConfigurationError("LocalExecutor is closed")
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def describe(self) -> Mapping[str, Any]:
         """Binary, version, sandbox and limits in force; errors go into ``"error"``."""
@@ -407,7 +472,7 @@ class LocalExecutor(AsyncResource):
         :class:`ConfigurationError`.  Returns when no run is left.
         """
         self._closed = True
-        procs = list(self._procs)
+        procs = [*self._procs, *self._probe_procs]
         if procs:
             stops = (self._stop(p, self.grace_period) for p in procs)
             await asyncio.gather(*stops, return_exceptions=True)
@@ -421,17 +486,10 @@ class LocalExecutor(AsyncResource):
         return []
 
     async def _run(
-        self,
-        args: Sequence[str],
-        workdir: str,
-        env: dict[str, str],
-        timeout: float | None,
-        stall_timeout: float | None,
-        progress: ProgressCallback | None,
-        on_stderr: Callable[[str], None] | None,
-        sandboxed: bool,
+        self, job: _Job, workdir: str, env: dict[str, str], sandboxed: bool
     ) -> ExecResult:
         loop = asyncio.get_running_loop()
+        progress = job.progress
         preexec = None
         if self.limits is not None and self._prlimit is None:
             preexec = self.limits.preexec()
@@ -444,17 +502,17 @@ class LocalExecutor(AsyncResource):
         )
         activity = _Activity(loop.time())
         tail = StderrTail(self.stderr_tail_bytes)
-        handlers = {2: _stderr_reader(tail, activity, on_stderr, watch=progress is None)}
+        handlers = {2: _stderr_reader(tail, activity, job.on_stderr, watch=progress is None)}
         if progress is not None:
             handlers[1] = _progress_reader(activity, progress)
+        elif job.stdout is not None:
+            handlers[1] = job.stdout
         pipes = OutputPipes(handlers)
         try:
             if sandboxed:
                 assert self._bwrap is not None
-                argv += bwrap_argv(
-                    self._bwrap, self.ffmpeg_path, env, workdir, info_fd=share.info_write
-                )
-            argv += [self.ffmpeg_path, *args]
+                argv += bwrap_argv(self._bwrap, job.program, env, workdir, info_fd=share.info_write)
+            argv += [job.program, *job.args]
             started = activity.last = loop.time()
             clock = time.monotonic()
             proc = await spawn(
@@ -462,7 +520,7 @@ class LocalExecutor(AsyncResource):
                 protocol=pipes,
                 cwd=workdir,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if progress else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if 1 in handlers else asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 preexec_fn=preexec,
@@ -472,13 +530,14 @@ class LocalExecutor(AsyncResource):
             share.close()
             pipes.close()  # a process spawn() started, then reaped: its transport closes
             raise
-        self._procs.add(proc)
+        procs = self._probe_procs if job.stdout is not None else self._procs  # probe()s
+        procs.add(proc)
         try:
             share.started(proc.pid)
             if self._closed:  # aclose() ran while the process was starting
                 await shielded(self._stop(proc, self.grace_period))
             try:
-                await self._watch(proc, started, timeout, stall_timeout, activity, bool(progress))
+                await self._watch(proc, started, job, activity)
             except _Stop as stop:  # no result: the output is discarded, no graceful stop
                 await shielded(self._stop(proc, None))
                 stop.error.returncode = _returncode(proc, sandboxed)
@@ -491,20 +550,20 @@ class LocalExecutor(AsyncResource):
         finally:
             share.close()
             pipes.close()
-            self._procs.discard(proc)
+            procs.discard(proc)
         return ExecResult(_returncode(proc, sandboxed), tail.text(), time.monotonic() - clock)
 
     async def _watch(
         self,
         proc: asyncio.subprocess.Process,
         started: float,
-        timeout: float | None,
-        stall_timeout: float | None,
+        job: _Job,
         activity: _Activity,
-        has_progress: bool,
     ) -> None:
         """Wait for the process; raise :class:`_Stop` on timeout or stall."""
         loop = asyncio.get_running_loop()
+        timeout, stall_timeout, has_progress = job.timeout, job.stall_timeout, bool(job.progress)
+        program = job.name
         waiter = asyncio.ensure_future(proc.wait())
         try:
             while True:
@@ -515,7 +574,7 @@ class LocalExecutor(AsyncResource):
                     if left <= 0:
                         raise _Stop(
                             ExecutionTimeoutError(
-                                f"ffmpeg ran longer than its timeout of {timeout:g}s "
+                                f"{program} ran longer than its timeout of {timeout:g}s "
                                 "and was stopped"
                             )
                         )
@@ -526,7 +585,7 @@ class LocalExecutor(AsyncResource):
                         what = "progress" if has_progress else "output on stderr"
                         raise _Stop(
                             ExecutionStalledError(
-                                f"ffmpeg made no {what} for {stall_timeout:g}s "
+                                f"{program} made no {what} for {stall_timeout:g}s "
                                 "(stall_timeout) and was stopped"
                             )
                         )
