@@ -424,8 +424,10 @@ class CommandPolicy:
             ):
                 if name in FFMPEG_FLAGS:
                     return OptionSpec(name, "flag", "file", True), spec, None
-                if name.startswith("no") and name[2:] in FFMPEG_FLAGS | MIXED_ARITY:
+                if name.startswith("no") and name[2:] in FFMPEG_FLAGS:
                     return OptionSpec(name[2:], "flag", "file", True), spec, "0"
+                if name.startswith("no") and name[2:] in MIXED_ARITY:
+                    return OptionSpec(name, "flag", "file", True), spec, None
                 return OptionSpec(name, "trusted", "file", True), spec, None
             raise _reject(f"option -{raw} is not allowed", "option_not_allowed")
         if spec and not found.stream_spec:
@@ -490,7 +492,7 @@ class CommandPolicy:
         return (
             self.options.get(f"{name}@{where}")
             or self.options.get(name)
-            or OptionSpec(name, "flag" if name in FFMPEG_FLAGS | MIXED_ARITY else "trusted")
+            or OptionSpec(name, "flag" if name in FFMPEG_FLAGS else "trusted", "file", True)
         )
 
     def _check_option(
