@@ -5,7 +5,7 @@ shorthand names (``-vcodec``, ``-vf``, ``-ab`` …) to a canonical name plus the
 stream specifier they imply.
 """
 
-# ruff: noqa: E501
+# ruff: noqa: E501, SIM905
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ in the work dir, must never match a declared input (ffmpeg would truncate the in
 while reading it) and is either a declared output or a sidecar glob.
 """
 
+# ruff: noqa: SIM905
+
 from __future__ import annotations
 
 __all__ = ["DECLARED_NAME_OPTIONS", "SIDECAR_NAME_OPTIONS", "parse_size"]

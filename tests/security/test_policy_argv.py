@@ -179,7 +179,8 @@ def test_rendered_argv_means_what_was_checked(binary: str, command: str, tmp_pat
 
 
 def test_trusted_flags_keep_their_arity(binary: str, tmp_path: Path) -> None:
-    argv = "-nofind_stream_info -i in.mp4 -bitexact -nobitexact -noautoscale out.mp4".split()
+    argv = ["-nofind_stream_info", "-i", "in.mp4", "-bitexact", "-nobitexact", "-noautoscale"]
+    argv.append("out.mp4")
     plan = CommandPolicy.trusted().plan(argv, inputs=["in.mp4"], outputs=["out.mp4"])
     assert_same_meaning(binary, argv, plan.args, tmp_path)
 
