@@ -1074,12 +1074,16 @@ _FILE_OPTIONS = frozenset(
     format_whitelist codec_whitelist max_alloc i init_hw_device filter_hw_device
     hls_key_info_file key_info_file method headers cookies user_agent http_proxy
     segment_list var_stream_map master_pl_name fontsdir safe allowed_extensions
-    dump_separator stats_enc_pre stats_enc_post stats_mux_pre""".split()
+    dump_separator stats_enc_pre stats_enc_post stats_mux_pre segment_list_entry_prefix
+    segment_format_options hls_segment_options format_options""".split()
 )
 
 
 def _is_file_option(name: str) -> bool:
-    return name in _FILE_OPTIONS or name.endswith(("_file", "_url", "file", "script", "dir"))
+    """Unknown options that may name a file or a URL (refused even in trusted mode)."""
+    return name in _FILE_OPTIONS or name.endswith(
+        ("_file", "_url", "file", "script", "dir", "_name", "filename", "_path", "_prefix")
+    )
 
 
 def _looks_like_path(value: str) -> bool:

@@ -169,3 +169,15 @@ def test_segment_needs_a_numbered_output() -> None:
     with pytest.raises(CommandRejectedError) as info:
         CommandPolicy().plan("-i a.mp4 -f segment out.mp4", inputs=["a.mp4"], outputs=["out.mp4"])
     assert info.value.code == "format_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["-hls_subtitle_path x.m3u8", "-segment_list_entry_prefix x", "-master_pl_name m.m3u8",
+     "-segment_format_options movflags=x", "-hls_key_info_file key.txt"],
+)  # fmt: skip
+def test_trusted_mode_refuses_unknown_name_writing_options(option: str) -> None:
+    with pytest.raises(CommandRejectedError):
+        CommandPolicy.trusted().plan(
+            f"-i a.mp4 -f hls {option} out.m3u8", inputs=["a.mp4"], outputs=["out.m3u8"]
+        )
