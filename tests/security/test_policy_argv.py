@@ -239,3 +239,57 @@ def test_any_allowed_command_renders_faithfully(binary: str, policy: str, tmp_pa
         assert_same_meaning(binary, argv, plan.args, tmp_path)
 
     check()
+
+
+def _split_reads(binary: str, args: list[str], cwd: Path) -> tuple[list[str], str]:
+    """Output names ffmpeg's split finds in ``args`` and its error, if any."""
+    proc = subprocess.run(
+        [binary, "-hide_banner", "-loglevel", "debug", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=60,
+    )
+    outs: list[str] = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("Finished splitting"):
+            return outs, ""
+        m = _READ.match(line)
+        if m and m.group(2) == "output url.":
+            outs.append(m.group(1))
+    return outs, proc.stderr[-500:]
+
+
+def test_option_table_arity_matches_ffmpeg(binary: str, tmp_path: Path) -> None:
+    """Every option of the strict table takes a value exactly when ffmpeg's parser takes one.
+
+    Each option is followed by its own output name, so an option that swallows or leaves a
+    token shifts the output list; options this binary does not know are left out.
+    """
+    from ffmpeg_tasks.policy.options import ALIASES, default_options
+
+    table = default_options()
+    names = sorted({n for n in table if "@" not in n} | set(ALIASES))
+    names = [n for n in names if n not in ("loglevel", "v", "preset:v")]
+    while True:
+        args: list[str] = []
+        expected: dict[str, str] = {}
+        for i, name in enumerate(names):
+            spec = table[ALIASES[name][0]] if name in ALIASES else table[name]
+            out = f"o{i}.mp4"
+            args += [f"-{name}", *(["1"] if spec.takes_value else []), out]
+            expected[out] = name
+        outs, error = _split_reads(binary, args, tmp_path)
+        m = re.search(r"Unrecognized option '([^']+)'", error)
+        if m and m.group(1) in names:
+            names.remove(m.group(1))  # not in this ffmpeg version
+            continue
+        assert not error, error
+        order = list(expected)
+        bad = next((i for i, o in enumerate(outs) if i >= len(order) or o != order[i]), len(outs))
+        culprit = expected[order[min(bad, len(order) - 1)]]
+        assert outs == order, f"arity of -{culprit} (or the option before) differs from ffmpeg's"
+        break
+    assert len(names) > 100
