@@ -70,7 +70,7 @@ _OPTIONS: list[OptionSpec] = [
         loglevel=loglevel v=loglevel filter_complex=graph filter_threads=threads
         filter_complex_threads=threads vsync=enum:auto|passthrough|cfr|vfr|drop|-1|0|1|2
         stats_period=float:0.05:3600 max_error_rate=float:0:1 abort_on=enum:empty_output|empty_output_stream
-        copytb=int:-1:1 frame_drop_threshold=float:-1000:1000 shortest_buf_duration=float:0:100
+        copytb=int:-1:1 frame_drop_threshold=float:-1000:1000
         """,
     ),
     # input only
@@ -140,7 +140,7 @@ _OPTIONS: list[OptionSpec] = [
         streaming=enum:0|1 ldash=enum:0|1 hls_playlist=enum:0|1 dash_segment_type=enum:auto|mp4|webm
         global_sidx=enum:0|1 mpd_profile=enum:dash|dvb_dash update=enum:0|1 frame_pts=enum:0|1
         loop=int:-1:65535 final_delay=int:-1:65535 timecode=timecode aspect=aspect
-        copyinkf=flag segment_time=duration reset_timestamps=enum:0|1
+        copyinkf=flag shortest_buf_duration=float:0:100 segment_time=duration reset_timestamps=enum:0|1
         segment_format=enum:mp4|mov|matroska|webm|mpegts|mp3|adts|wav|flac|ogg|opus|nut|avi|flv
         segment_list=outname segment_list_type=enum:flat|csv|ext|m3u8
         segment_start_number=int:0:1000000000 segment_list_size=int:0:100000

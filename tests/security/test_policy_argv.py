@@ -293,3 +293,37 @@ def test_option_table_arity_matches_ffmpeg(binary: str, tmp_path: Path) -> None:
         assert outs == order, f"arity of -{culprit} (or the option before) differs from ffmpeg's"
         break
     assert len(names) > 100
+
+
+def test_global_options_are_global_to_ffmpeg(binary: str, tmp_path: Path) -> None:
+    """The policy moves its global options to the front; ffmpeg must apply them globally."""
+    from ffmpeg_tasks.policy.options import default_options
+
+    samples = {"abort_on": "empty_output", "filter_complex": "nullsrc", "vsync": "cfr"}
+    names = [
+        n
+        for n, spec in default_options().items()
+        if spec.scope == "global" and n not in ("loglevel", "v")
+    ]
+    while True:
+        args = ["-i", "a.mp4"]
+        for name in names:
+            spec = default_options()[name]
+            args += [f"-{name}", *([samples.get(name, "1")] if spec.takes_value else [])]
+        args.append("o.mp4")
+        proc = subprocess.run(
+            [binary, "-hide_banner", "-loglevel", "debug", *args],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=60,
+        )
+        m = re.search(r"Unrecognized option '([^']+)'", proc.stderr)
+        if m and m.group(1) in names:
+            names.remove(m.group(1))  # not in this ffmpeg version
+            continue
+        break
+    applied = {m.group(1) for m in map(_APPLY.match, proc.stderr.splitlines()) if m}
+    assert set(names) <= applied, sorted(set(names) - applied)
