@@ -181,6 +181,19 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
         ["out.mp4"],
     ),
     (
+        "dash_single_file",
+        "-i clip.mp4 -c copy -map 0 -f dash -seg_duration 1 -single_file 1 single.mpd",
+        ["clip.mp4"],
+        ["single.mpd"],
+    ),
+    (
+        "dash_single_file_name",
+        "-i clip.mp4 -c copy -map 0 -f dash -single_file 1 "
+        "-single_file_name media-$RepresentationID$.mp4 named.mpd",
+        ["clip.mp4"],
+        ["named.mpd"],
+    ),
+    (
         "segment_chunks",
         "-i clip.mp4 -c copy -map 0 -f segment -segment_time 1 -segment_format mp4 "
         "-reset_timestamps 1 -segment_list list.m3u8 -segment_list_type m3u8 chunk_%03d.mp4",

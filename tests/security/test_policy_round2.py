@@ -181,3 +181,15 @@ def test_trusted_mode_refuses_unknown_name_writing_options(option: str) -> None:
         CommandPolicy.trusted().plan(
             f"-i a.mp4 -f hls {option} out.m3u8", inputs=["a.mp4"], outputs=["out.m3u8"]
         )
+
+
+def test_timing_reads_a_cleared_shortest_as_off() -> None:
+    policy = CommandPolicy()
+    plan = policy.plan(
+        "-i a.mp4 -shortest -noshortest out.mp4", inputs=["a.mp4"], outputs=["out.mp4"]
+    )
+    assert plan.timing.outputs[0].shortest is False
+    plan = policy.plan(
+        "-i a.mp4 -noshortest -shortest out.mp4", inputs=["a.mp4"], outputs=["out.mp4"]
+    )
+    assert plan.timing.outputs[0].shortest is True
