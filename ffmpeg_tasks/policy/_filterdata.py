@@ -112,6 +112,23 @@ FILTER_OPTIONS: dict[str, tuple[str, str]] = {
     "tpad": ("start stop start_mode stop_mode start_duration stop_duration color", ""),
     "apad": ("packet_size pad_len whole_len pad_dur whole_dur", ""),
     "showwaves": ("size mode n rate split_channels colors scale draw", "s=size r=rate"),
+    "showwavespic": ("size split_channels colors scale draw filter", "s=size"),
+    "showspectrumpic": (
+        "size mode color scale fscale saturation win_func orientation gain legend rotation start stop drange limit opacity",
+        "s=size",
+    ),
+    "showspectrum": (
+        "size slide mode color scale fscale saturation win_func orientation overlap gain data rotation start stop fps legend drange limit opacity",
+        "s=size",
+    ),
+    "showfreqs": (
+        "size rate mode ascale fscale win_size win_func overlap averaging colors cmode minamp data channels",
+        "s=size r=rate",
+    ),
+    "avectorscope": (
+        "mode rate size rc gc bc ac rf gf bf af zoom draw scale swap mirror",
+        "m=mode r=rate s=size",
+    ),
     "colorkey": ("color similarity blend", ""),
     "chromakey": ("color similarity blend yuv", ""),
     "blend": (

@@ -5,7 +5,7 @@ shorthand names (``-vcodec``, ``-vf``, ``-ab`` …) to a canonical name plus the
 stream specifier they imply.
 """
 
-# ruff: noqa: E501
+# ruff: noqa: E501, SIM905
 
 from __future__ import annotations
 
@@ -13,7 +13,19 @@ from collections.abc import Iterable
 
 import attrs
 
-__all__ = ["ALIASES", "OptionSpec", "default_options"]
+__all__ = ["ALIASES", "FFMPEG_FLAGS", "MIXED_ARITY", "OptionSpec", "default_options"]
+
+#: ffmpeg's own boolean options (``-name`` / ``-noname``, no value) in 5.1 to 9.0, found by
+#: running each binary with ``-name`` last (a valued option says "Missing argument").
+FFMPEG_FLAGS = frozenset(
+    """accurate_seek an auto_conversion_filters benchmark bitexact copy_unknown copyinkf copyts
+    debug_ts display_hflip display_vflip dn find_stream_info fix_sub_duration
+    fix_sub_duration_heartbeat force_fps hide_banner ignore_unknown n psnr qphist re
+    recast_media shortest sn start_at_zero stats stdin vn xerror y""".split()
+)
+#: Options that take a value in one ffmpeg version and none in another: ``-name`` cannot
+#: be rendered so every version reads it the same way (``-noname`` can).
+MIXED_ARITY = frozenset("autorotate autoscale".split())
 
 #: Where an option may appear: before ``-i`` only, before an output only, either, or anywhere.
 Scope = str  # "global" | "input" | "output" | "file"
@@ -54,12 +66,12 @@ _OPTIONS: list[OptionSpec] = [
     *_specs(
         "global",
         """y=flag nostdin=flag hide_banner=flag stats=flag nostats=flag benchmark=flag
-        copyts=flag start_at_zero=flag xerror=flag debug_ts=flag ignore_unknown=flag
+        copyts=flag start_at_zero=flag xerror=flag debug_ts=flag ignore_unknown=flag copy_unknown=flag
         loglevel=loglevel v=loglevel filter_complex=graph filter_threads=threads
         filter_complex_threads=threads vsync=enum:auto|passthrough|cfr|vfr|drop|-1|0|1|2
         stats_period=float:0.05:3600 max_error_rate=float:0:1 abort_on=enum:empty_output|empty_output_stream
-        copytb=int:-1:1 frame_drop_threshold=float:-1000:1000 shortest_buf_duration=float:0:100
-        accurate_seek=flag seek_timestamp=flag""",
+        copytb=int:-1:1 frame_drop_threshold=float:-1000:1000
+        """,
     ),
     # input only
     *_specs(
@@ -69,7 +81,8 @@ _OPTIONS: list[OptionSpec] = [
         thread_queue_size=int:1:4096 itsscale=float:0.001:1000 discard=enum:none|default|noref|bidir|nokey|all
         fflags=fflags_in analyzeduration=int:0:600000000 probesize=int:32:1000000000
         fpsprobesize=int:-1:1000 channels=int:1:64 sample_rate=int:1:768000
-        video_size=size pixel_format=pix_fmt loop=int:0:1 readrate=float:0:100""",
+        video_size=size pixel_format=pix_fmt loop=int:0:1 readrate=float:0:100
+        accurate_seek=flag seek_timestamp=enum:0|1""",
     ),
     # input or output
     *_specs(
@@ -81,7 +94,7 @@ _OPTIONS: list[OptionSpec] = [
         "file",
         """c=codec r=rate s=size pix_fmt=pix_fmt ar=int:1:768000 ac=int:1:64
         sample_fmt=sample_fmt channel_layout=channel_layout ch_layout=channel_layout
-        ignore_editlist=enum:0|1 autorotate=flag noautorotate=flag""",
+        ignore_editlist=enum:0|1 noautorotate=flag""",
         stream_spec=True,
     ),
     # output only, stream specific
@@ -104,7 +117,7 @@ _OPTIONS: list[OptionSpec] = [
         strict=enum:very|strict|normal|unofficial|experimental|-2|-1|0|1|2
         flags=codecflags trellis=int:0:2 qmin=int:-1:69 qmax=int:-1:1024 aq-mode=int:-1:4
         enable-tpl=int:0:1 tiles=tiles global_quality=int:0:1000 pred=text12
-        apply_cropping=flag forced-idr=flag a53cc=flag""",
+        forced-idr=enum:0|1 a53cc=enum:0|1""",
         stream_spec=True,
     ),
     # output only, per file
@@ -127,7 +140,12 @@ _OPTIONS: list[OptionSpec] = [
         streaming=enum:0|1 ldash=enum:0|1 hls_playlist=enum:0|1 dash_segment_type=enum:auto|mp4|webm
         global_sidx=enum:0|1 mpd_profile=enum:dash|dvb_dash update=enum:0|1 frame_pts=enum:0|1
         loop=int:-1:65535 final_delay=int:-1:65535 timecode=timecode aspect=aspect
-        ignore_unknown=flag copy_unknown=flag copyinkf=flag""",
+        copyinkf=flag shortest_buf_duration=float:0:100 segment_time=duration reset_timestamps=enum:0|1
+        segment_format=enum:mp4|mov|matroska|webm|mpegts|mp3|adts|wav|flac|ogg|opus|nut|avi|flv
+        segment_list=outname segment_list_type=enum:flat|csv|ext|m3u8
+        segment_start_number=int:0:1000000000 segment_list_size=int:0:100000
+        segment_time_delta=duration segment_atclocktime=enum:0|1 break_non_keyframes=enum:0|1
+        segment_wrap=int:0:1000000""",
     ),
 ]
 

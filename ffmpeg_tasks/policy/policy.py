@@ -20,9 +20,10 @@ import attrs
 
 from ..errors import CommandRejectedError, InvalidSpecError
 from .filters import FilterRule, OptionKind, check_filtergraph, default_filter_rules
-from .options import ALIASES, OptionSpec, default_options
+from .options import ALIASES, FFMPEG_FLAGS, MIXED_ARITY, OptionSpec, default_options
 from .plan import CommandPlan, InputTiming, OutputTiming, Timing
 from .tokens import substitute_placeholders, tokenize
+from .written import DECLARED_NAME_OPTIONS, SIDECAR_NAME_OPTIONS, parse_size
 
 __all__ = [
     "DEFAULT_BSFS",
@@ -43,7 +44,7 @@ DEFAULT_INPUT_FORMATS = frozenset(
 )
 DEFAULT_OUTPUT_FORMATS = frozenset(
     """mp4 mov ipod matroska webm mpegts hls dash image2 gif apng webp mp3 adts wav flac
-    ogg opus oga null srt webvtt ass avi flv nut mpeg yuv4mpegpipe ac3 mjpeg""".split()
+    ogg opus oga null srt webvtt ass avi flv nut mpeg yuv4mpegpipe ac3 mjpeg segment""".split()
 )
 DEFAULT_CODECS = frozenset(
     """copy libx264 libx264rgb libx265 libvpx libvpx-vp9 libaom-av1 libsvtav1 libdav1d
@@ -419,7 +420,14 @@ class CommandPolicy:
                 self.trusted_mode
                 and re.fullmatch(r"[A-Za-z0-9_-]+", name)
                 and not _is_file_option(name)
+                and name not in MIXED_ARITY
             ):
+                if name in FFMPEG_FLAGS:
+                    return OptionSpec(name, "flag", "file", True), spec, None
+                if name.startswith("no") and name[2:] in FFMPEG_FLAGS:
+                    return OptionSpec(name[2:], "flag", "file", True), spec, "0"
+                if name.startswith("no") and name[2:] in MIXED_ARITY:
+                    return OptionSpec(name, "flag", "file", True), spec, None
                 return OptionSpec(name, "trusted", "file", True), spec, None
             raise _reject(f"option -{raw} is not allowed", "option_not_allowed")
         if spec and not found.stream_spec:
@@ -484,7 +492,7 @@ class CommandPolicy:
         return (
             self.options.get(f"{name}@{where}")
             or self.options.get(name)
-            or OptionSpec(name, "trusted", "file", True)
+            or OptionSpec(name, "flag" if name in FFMPEG_FLAGS else "trusted", "file", True)
         )
 
     def _check_option(
@@ -701,8 +709,11 @@ class CommandPolicy:
                 )
             return
         if head == "urltext":
-            if not re.fullmatch(r"[A-Za-z0-9._/-]*", value) or ".." in value:
+            # written into a manifest: a relative prefix only, never a host path or another host
+            if not re.fullmatch(r"[A-Za-z0-9._/-]*", value) or ".." in value or "//" in value:
                 raise bad()
+            if value.startswith("/"):
+                raise bad("must be a relative URL prefix")
             return
         if head == "adaptation_sets":
             if not re.fullmatch(r"[A-Za-z0-9=,: ]+", value):
@@ -884,11 +895,23 @@ class CommandPolicy:
             raise _reject("-f null must write to '-'", "format_not_allowed")
         if fmt is not None and fmt not in self.output_formats:
             raise _reject(f"output format {fmt!r} is not allowed", "format_not_allowed")
+        if fmt == "segment" and "%" not in f.target:
+            raise _reject(
+                "-f segment needs a numbered output name (like out_%03d.mp4)", "format_not_allowed"
+            )
         if f.target not in ctx.outputs:
             raise _reject(
                 f"output {_shown(f.target)} is not a declared output file", "path_not_allowed"
             )
         ctx.written.append(f.target)
+        for name, _, value in f.options:
+            if name in DECLARED_NAME_OPTIONS and value is not None:
+                if value not in ctx.outputs:
+                    raise _reject(
+                        f"option -{name}: {value!r} is not a declared output file",
+                        "path_not_allowed",
+                    )
+                ctx.written.append(value)
         ctx.notes.append(f"output {f.target!r}: declared")
 
     @staticmethod
@@ -919,11 +942,13 @@ class CommandPolicy:
             if (name, stream, value) in seen_global and value is None:
                 continue
             seen_global.add((name, stream, value))
-            args += _render(name, stream, value)
+            args += self._render(name, stream, value, "global")
         formats = ",".join(sorted(self.input_formats))
         for f in files:
             for name, stream, value in f.options:
-                args += _render(name, stream, value)
+                if name == "fs" and value is not None and self.harden:
+                    value = str(min(parse_size(value), lim.max_file_size))
+                args += self._render(name, stream, value, f.kind)
             if f.kind == "input":
                 if self.harden:
                     if f.get("f") == "lavfi":
@@ -934,26 +959,36 @@ class CommandPolicy:
                             args += ["-max_pixels", str(lim.max_pixels)]
                 args += ["-i", f.target]
                 continue
-            if self.harden and f.target != "-":
+            if self.harden:
                 added = []
-                if not f.has("fs"):
+                if not f.has("fs") and f.target != "-":
                     args += ["-fs", str(lim.max_file_size)]
                     added.append(f"-fs {lim.max_file_size}")
                 if not f.has("t") and not f.has("to"):
                     args += ["-t", f"{lim.max_duration:g}"]
                     added.append(f"-t {lim.max_duration:g}")
-                if not f.has("max_pixels"):
+                if not f.has("max_pixels") and f.target != "-":
                     args += ["-max_pixels", str(lim.max_pixels)]
                 if added:
                     ctx.notes.append(f"output {f.target!r}: library caps {', '.join(added)}")
             args.append(f.target)
         return args
 
+    def _render(self, name: str, stream: str, value: str | None, where: str) -> list[str]:
+        """``-name[:stream] [value]`` as ffmpeg parses it: a cleared flag is ``-noname``."""
+        opt = f"-{name}:{stream}" if stream else f"-{name}"
+        if value is None:
+            return [opt]
+        if value == "0" and self._spec_for(name, where).kind == "flag":
+            return [f"-no{name}"]
+        return [opt, value]
+
     def _sidecars(self, out_files: list[_File], inputs: frozenset[str]) -> list[str]:
         globs: list[str] = []
         for f in out_files:
             if f.target == "-":
                 continue
+            globs += [_to_glob(v) for n, _, v in f.options if n in SIDECAR_NAME_OPTIONS and v]
             fmt = f.get("f")
             stem, _, ext = f.target.rpartition(".")
             if "%" in f.target:
@@ -981,6 +1016,8 @@ class CommandPolicy:
                         or "chunk-stream$RepresentationID$-$Number%05d$.$ext$"
                     )
                 )
+                if f.get("single_file") == "1" and not f.get("single_file_name"):
+                    globs.append(f"{stem}-stream*")
                 if f.get("hls_playlist") == "1":
                     globs += ["master.m3u8", "media_*.m3u8"]
         import fnmatch
@@ -1024,7 +1061,7 @@ class CommandPolicy:
                     t=secs(f, "t"),
                     to=secs(f, "to"),
                     frames=frames,
-                    shortest=f.has("shortest"),
+                    shortest=f.has("shortest") and f.get("shortest") is None,
                 )
             )
         return Timing(ins, tuple(outs))
@@ -1037,12 +1074,16 @@ _FILE_OPTIONS = frozenset(
     format_whitelist codec_whitelist max_alloc i init_hw_device filter_hw_device
     hls_key_info_file key_info_file method headers cookies user_agent http_proxy
     segment_list var_stream_map master_pl_name fontsdir safe allowed_extensions
-    dump_separator stats_enc_pre stats_enc_post stats_mux_pre""".split()
+    dump_separator stats_enc_pre stats_enc_post stats_mux_pre segment_list_entry_prefix
+    segment_format_options hls_segment_options format_options""".split()
 )
 
 
 def _is_file_option(name: str) -> bool:
-    return name in _FILE_OPTIONS or name.endswith(("_file", "_url", "file", "script", "dir"))
+    """Unknown options that may name a file or a URL (refused even in trusted mode)."""
+    return name in _FILE_OPTIONS or name.endswith(
+        ("_file", "_url", "file", "script", "dir", "_name", "filename", "_path", "_prefix")
+    )
 
 
 def _looks_like_path(value: str) -> bool:
@@ -1051,13 +1092,6 @@ def _looks_like_path(value: str) -> bool:
 
 def _to_glob(template: str) -> str:
     return re.sub(r"\*+", "*", _PRINTF_RE.sub("*", re.sub(r"\$[^$]*\$", "*", template)))
-
-
-def _render(name: str, stream: str, value: str | None) -> list[str]:
-    opt = f"-{name}:{stream}" if stream else f"-{name}"
-    if value is None:
-        return [opt]
-    return [opt, value]
 
 
 class _TrustedRules(dict[str, FilterRule]):

@@ -144,7 +144,7 @@ def test_options_that_touch_files(command: str, names: str) -> None:
         ("-i input.mp4 -hls_segment_filename ../seg%d.ts out.mp4", "../seg%d.ts"),
         ("-i input.mp4 -f tee '[f=mp4]/tmp/x.mp4' ", "tee"),
         ("-i input.mp4 -f tee out.mp4", "tee"),
-        ("-i input.mp4 -f segment /tmp/seg%d.mp4", "segment"),
+        ("-i input.mp4 -f segment /tmp/seg%d.mp4", "/tmp/seg%d.mp4"),
         ("-i input.mp4 -f segment out.mp4", "segment"),
         ("-i input.mp4 -passlogfile /tmp/x out.mp4", "/tmp/x"),
         ("-i input.mp4 -init_seg_name /tmp/i.m4s out.mp4", "/tmp/i.m4s"),
