@@ -156,13 +156,16 @@ def test_hls_base_url_cannot_point_at_host_paths_or_hosts(url: str) -> None:
     assert info.value.code == "bad_option_value"
 
 
-def test_relative_hls_base_url_is_allowed() -> None:
-    plan = CommandPolicy().plan(
-        "-i a.mp4 -c copy -f hls -hls_base_url media/ out.m3u8",
-        inputs=["a.mp4"],
-        outputs=["out.m3u8"],
-    )
-    assert "media/" in plan.args
+def test_relative_hls_base_url_is_refused_at_plan_time() -> None:
+    # The output check accepts only plain names in a playlist, so a prefix the policy let
+    # through would fail the task after ffmpeg ran; the policy says so up front.
+    with pytest.raises(CommandRejectedError) as info:
+        CommandPolicy().plan(
+            "-i a.mp4 -c copy -f hls -hls_base_url media/ out.m3u8",
+            inputs=["a.mp4"],
+            outputs=["out.m3u8"],
+        )
+    assert info.value.code == "bad_option_value" and "hls_base_url" in info.value.message
 
 
 def test_segment_needs_a_numbered_output() -> None:
