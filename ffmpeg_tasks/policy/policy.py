@@ -712,7 +712,7 @@ class CommandPolicy:
             # Written into a manifest, whose entries the output check requires to be plain
             # names of this task's files: any prefix (host path, other host, or a relative
             # one the stored layout does not have) would only fail the task after the run.
-            raise bad("is not supported: segments are stored beside the playlist")
+            raise bad("a playlist names its segments, stored beside it, by plain name")
         if head == "adaptation_sets":
             if not re.fullmatch(r"[A-Za-z0-9=,: ]+", value):
                 raise bad()
