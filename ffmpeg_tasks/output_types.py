@@ -179,6 +179,9 @@ _DASH_REFS = frozenset({"media", "initialization", "sourceurl", "index", "href",
 #: Identifiers of DASH segment templates.
 _DASH_TEMPLATE = re.compile(r"\$(?:RepresentationID|Number|Bandwidth|Time|SubNumber)(?:%0?\d*d)?\$")
 #: MPD constructs that name other resources, or that can hide text from a regex.
+#: ``<BaseURL>name</BaseURL>`` as ffmpeg writes it for ``-single_file 1``: checked like a
+#: reference (a stored plain name), then removed before the forbidden constructs are sought.
+_DASH_BASE_URL = re.compile(r"<(\w+:)?BaseURL>([^<]*)</\1?BaseURL>", re.I)
 _DASH_FORBIDDEN = re.compile(
     r"<!DOCTYPE|<!ENTITY|<!\[CDATA\[|&#|<(?:\w+:)?(?:BaseURL|Location|PatchLocation|UTCTiming"
     r"|ContentSteering)\b|<\?xml-stylesheet|<xi?:include",
@@ -227,11 +230,17 @@ def check_playlist(name: str, data: bytes, stored: Collection[str]) -> None:
 
     HLS: every URI line and every ``URI=`` attribute must be one of ``stored``.  DASH:
     ``media``/``initialization``/``sourceURL``/``index``/``href``/``id`` values must be
-    plain names or plain-name segment templates, and ``BaseURL``, ``Location``,
+    plain names or plain-name segment templates, a ``BaseURL`` one of ``stored``, and
+    ``Location``,
     ``UTCTiming``, DOCTYPE/entities/CDATA and character references are refused.
     """
     text = data.decode("utf-8", "replace")
     if _ext(name) == "mpd":
+        for _prefix, ref in _DASH_BASE_URL.findall(text):
+            ref = ref.strip()
+            if ref not in stored or not _PLAIN.fullmatch(ref) or ".." in ref:
+                raise _refuse(name, ref)
+        text = _DASH_BASE_URL.sub("", text)
         bad = _DASH_FORBIDDEN.search(text)
         if bad:
             raise OutputError(

@@ -202,6 +202,19 @@ def test_dash_references_must_be_plain_names(inner: str) -> None:
     playlist_refused(MPD.format(inner=inner), set(), name="out.mpd")
 
 
+def test_a_dash_base_url_naming_a_stored_file_passes() -> None:
+    # ffmpeg writes this for -single_file 1; anything else in a BaseURL stays refused.
+    check_playlist("out.mpd", MPD.format(inner="<BaseURL>out-stream0.mp4</BaseURL>").encode(),
+                   {"out.mpd", "out-stream0.mp4"})  # fmt: skip
+    for inner in (
+        "<BaseURL>other.mp4</BaseURL>",
+        "<BaseURL> /tmp/host/out-stream0.mp4 </BaseURL>",
+        '<BaseURL serviceLocation="a">out-stream0.mp4</BaseURL>',
+        "<BaseURL>out-stream0.mp4</BaseURL><BaseURL>//evil.example/</BaseURL>",
+    ):
+        playlist_refused(MPD.format(inner=inner), {"out.mpd", "out-stream0.mp4"}, name="out.mpd")
+
+
 def test_dash_doctype_and_entities_are_refused() -> None:
     text = '<?xml version="1.0"?><!DOCTYPE MPD [<!ENTITY h "/etc/passwd">]><MPD>&h;</MPD>'
     playlist_refused(text, set(), name="out.mpd")
