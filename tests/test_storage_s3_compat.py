@@ -177,3 +177,17 @@ async def test_an_older_object_is_kept_when_our_upload_never_completed(
     await _s3compat.abort(client, s3_bucket, "t/old.bin", upload_id, [etag])
     assert s3_client.get_object(Bucket=s3_bucket, Key="t/old.bin")["Body"].read() == b"old"
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+async def test_b2_refusal_first_seen_on_a_streamed_single_put(
+    storage: S3Storage, proxy: ProviderProxy, s3_client: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A file past the in-memory limit is streamed; the retry rewinds the same stream."""
+    proxy.mode = "b2"
+    src = tmp_path / "medium.bin"
+    src.write_bytes(os.urandom(MiB + 7))
+    stored = await storage.put(src, "t/medium.bin", content_type="video/mp4")
+    assert stored.size == MiB + 7
+    assert len(proxy.rejected) == 1 and proxy.rejected[0][0] == "PUT"
+    body = s3_client.get_object(Bucket=s3_bucket, Key="t/medium.bin")["Body"].read()
+    assert body == src.read_bytes()
