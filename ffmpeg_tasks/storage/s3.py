@@ -14,14 +14,13 @@ body carries a CRC32 (``x-amz-checksum-crc32``, computed before sending by the s
 one hashing thread), which S3 verifies and keeps: a body corrupted in transit, or a file
 that changes between hashing and sending, is refused.  Without it S3 servers compute a
 full-object checksum of their own at CompleteMultipartUpload.  ``content_md5=True`` adds
-a Content-MD5.
+a Content-MD5.  Providers that refuse checksums are handled in :mod:`._s3compat`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import io
 import logging
@@ -49,6 +48,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError, StorageError
+from . import _s3compat
 from .base import StoredFile, UploadProgress
 from .content_types import is_browser_renderable
 
@@ -365,6 +365,8 @@ class S3Storage(AsyncResource):
         if checksum not in ("crc32", None):
             raise ConfigurationError(f"checksum={checksum!r} must be 'crc32' or None")
         self.checksum = checksum
+        #: Set once the endpoint refused a checksum header: none are sent from then on.
+        self.checksums_rejected = False
         self._credentials = (access_key_id, secret_access_key, session_token)
         self._session = session
         self._config = AioConfig(
@@ -508,7 +510,7 @@ class S3Storage(AsyncResource):
         full_key = self.full_key(key)
         try:
             client = await self._get_client()  # first: a closed storage says so
-            crc32, md5 = self.checksum == "crc32", self.content_md5
+            crc32, md5 = self._crc32, self.content_md5
             size, data, sums = await asyncio.get_running_loop().run_in_executor(
                 self._hasher, lambda: _open_small(Path(path), _INLINE_BODY, md5=md5, crc32=crc32)
             )
@@ -574,7 +576,7 @@ class S3Storage(AsyncResource):
         flight, so fewer threads contend for the GIL with the event loop (measured:
         loop stalls grew with every extra hasher).
         """
-        crc32 = self.checksum == "crc32"
+        crc32 = self._crc32
         md5 = self.content_md5
 
         def make() -> tuple[_FileSlice, dict[str, str]]:
@@ -582,6 +584,24 @@ class S3Storage(AsyncResource):
             return _FileSlice(path, offset, length), sums
 
         return await asyncio.get_running_loop().run_in_executor(self._hasher, make)
+
+    @property
+    def _crc32(self) -> bool:
+        return self.checksum == "crc32" and not self.checksums_rejected
+
+    def _checksum_rejected(self, exc: BaseException, sent: bool) -> bool:
+        """True (and checksums off from now on) if ``exc`` refuses the checksum headers."""
+        if not sent or not _s3compat.header_rejects_checksums(exc):
+            return False
+        if not self.checksums_rejected:
+            self.checksums_rejected = True
+            log.warning(
+                "%s refuses checksum headers (%s); %r sends none from now on",
+                self.endpoint_url or "S3",
+                exc,
+                self,
+            )
+        return True
 
     async def _put_single(
         self, client: Any, path: Path, full_key: str, size: int, content_type: str
@@ -600,15 +620,24 @@ class S3Storage(AsyncResource):
         sums: dict[str, str],
         content_type: str,
     ) -> None:
-        await client.put_object(
-            Bucket=self.bucket,
-            Key=full_key,
-            Body=body,
-            ContentLength=len(body) if isinstance(body, bytes) else body.size,
-            **sums,
-            **({"ChecksumAlgorithm": "CRC32"} if "ChecksumCRC32" in sums else {}),
-            **_headers(content_type),
-        )
+        crc = {"ChecksumAlgorithm": "CRC32"} if "ChecksumCRC32" in sums else {}
+        try:
+            await client.put_object(
+                Bucket=self.bucket,
+                Key=full_key,
+                Body=body,
+                ContentLength=len(body) if isinstance(body, bytes) else body.size,
+                **sums,
+                **crc,
+                **_headers(content_type),
+            )
+        except ClientError as exc:
+            if not self._checksum_rejected(exc, bool(crc)):
+                raise
+            if not isinstance(body, bytes):
+                body.seek(0)
+            sums = {k: v for k, v in sums.items() if k != "ChecksumCRC32"}
+            await self._put_object(client, full_key, body, sums, content_type)
 
     def part_size_for(self, size: int) -> int:
         """``part_size``, grown (in whole MiB) so ``size`` needs at most 10 000 parts."""
@@ -629,10 +658,17 @@ class S3Storage(AsyncResource):
     ) -> None:
         part_size = self.part_size_for(size)
         count = -(-size // part_size)
-        algorithm = {"ChecksumAlgorithm": "CRC32"} if self.checksum == "crc32" else {}
-        created = await client.create_multipart_upload(
-            Bucket=self.bucket, Key=full_key, **algorithm, **_headers(content_type)
-        )
+        algorithm = {"ChecksumAlgorithm": "CRC32"} if self._crc32 else {}
+        try:
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=full_key, **algorithm, **_headers(content_type)
+            )
+        except ClientError as exc:
+            if not self._checksum_rejected(exc, bool(algorithm)):
+                raise
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=full_key, **_headers(content_type)
+            )
         upload_id: str = created["UploadId"]
         parts: dict[int, dict[str, Any]] = {}
         numbers = iter(range(1, count + 1))
@@ -654,6 +690,11 @@ class S3Storage(AsyncResource):
                     ContentLength=length,
                     **sums,
                 )
+            except ClientError as exc:
+                if not self._checksum_rejected(exc, "ChecksumCRC32" in sums):
+                    raise
+                await upload_part(number)  # the same part, without its checksum
+                return
             finally:
                 body.release()
             parts[number] = {"ETag": response["ETag"], "PartNumber": number}
@@ -676,34 +717,16 @@ class S3Storage(AsyncResource):
             except BaseExceptionGroup as eg:
                 raise eg.exceptions[0] from None
             completing = True
-            await client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=full_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [parts[n] for n in range(1, count + 1)]},
-            )
+            ordered = [parts[n] for n in range(1, count + 1)]
+            await _s3compat.complete(client, self.bucket, full_key, upload_id, ordered)
         except BaseException:
-            abort = asyncio.create_task(self._abort(client, full_key, upload_id, completing))
+            etags = [str(parts[n]["ETag"]) for n in sorted(parts)] if completing else []
+            abort = asyncio.create_task(
+                _s3compat.abort(client, self.bucket, full_key, upload_id, etags)
+            )
             self._aborts.add(abort)
             abort.add_done_callback(self._aborts.discard)
             # Shielded: a cancelled put still aborts; if cancelled again, the abort goes
             # on in the background and aclose() waits for it.
             await asyncio.shield(abort)
             raise
-
-    async def _abort(self, client: Any, full_key: str, upload_id: str, completing: bool) -> None:
-        """Abort a multipart upload; if it completed after all, delete the object."""
-        try:
-            await client.abort_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id
-            )
-        except ClientError as exc:
-            code, _, _ = _error_code(exc)
-            if code == "NoSuchUpload" and completing:
-                # CompleteMultipartUpload went through before we were interrupted.
-                with contextlib.suppress(Exception):
-                    await client.delete_object(Bucket=self.bucket, Key=full_key)
-                return
-            log.warning("could not abort multipart upload of %s: %s", self._where(full_key), exc)
-        except Exception as exc:
-            log.warning("could not abort multipart upload of %s: %s", self._where(full_key), exc)
