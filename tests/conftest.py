@@ -132,11 +132,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``@pytest.mark.s3_servers`` (or a module's ``pytestmark``) runs the test per server."""
-    if "s3_server" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "s3_servers"
-    ):
-        metafunc.parametrize("s3_server", S3_SERVERS, indirect=True, scope="session")
+    """``@pytest.mark.s3_servers`` (or a module's ``pytestmark``) runs the test per server.
+
+    ``@pytest.mark.s3_servers("moto")`` on a test narrows a module's marker to those servers.
+    """
+    marker = metafunc.definition.get_closest_marker("s3_servers")
+    if "s3_server" in metafunc.fixturenames and marker is not None:
+        servers = list(marker.args) or S3_SERVERS
+        metafunc.parametrize("s3_server", servers, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
