@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 
+from .error_codes import ErrorCode
 from .errors import ExecutionError
 
 __all__ = ["diagnose"]
 
 # (pattern, code, message template) — groups are only ever short names that came from
 # the command itself (encoder, filter, option), never from the media.
-_RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+_RULES: tuple[tuple[re.Pattern[str], ErrorCode, str], ...] = (
     (re.compile(r"Unknown encoder '([\w.-]{1,40})'"), "unknown_encoder", "unknown encoder {0!r}"),
     (re.compile(r"Unknown decoder '([\w.-]{1,40})'"), "unknown_decoder", "unknown decoder {0!r}"),
     (re.compile(r"No such filter: '([\w.-]{1,40})'"), "unknown_filter", "unknown filter {0!r}"),

@@ -9,7 +9,10 @@ output (that stays host-side in ``Task.diagnostics``).
 
 from __future__ import annotations
 
+from .error_codes import ERROR_CODES, ErrorCode
+
 __all__ = [
+    "ERROR_CODES",
     "BlockedAddressError",
     "CommandRejectedError",
     "ConfigurationError",
@@ -18,6 +21,7 @@ __all__ = [
     "DownloadHTTPError",
     "DownloadTimeoutError",
     "DownloadTooLargeError",
+    "ErrorCode",
     "ExecutionError",
     "ExecutionStalledError",
     "ExecutionTimeoutError",
@@ -38,9 +42,9 @@ __all__ = [
 class FFmpegTasksError(Exception):
     """Base of every error raised by ffmpeg_tasks."""
 
-    code: str = "error"
+    code: ErrorCode = "error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -59,7 +63,7 @@ class FFmpegTasksError(Exception):
 class TaskNotFoundError(FFmpegTasksError, LookupError):
     """No task with this id exists (or it has expired)."""
 
-    code = "task_not_found"
+    code: ErrorCode = "task_not_found"
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}")
@@ -69,7 +73,7 @@ class TaskNotFoundError(FFmpegTasksError, LookupError):
 class InvalidTaskStateError(FFmpegTasksError):
     """The operation is not allowed in the task's current status."""
 
-    code = "invalid_state"
+    code: ErrorCode = "invalid_state"
 
 
 class InvalidSpecError(FFmpegTasksError, ValueError):
@@ -79,9 +83,9 @@ class InvalidSpecError(FFmpegTasksError, ValueError):
     ``"input_files"``, ``"output_filename"`` …).
     """
 
-    code = "invalid_spec"
+    code: ErrorCode = "invalid_spec"
 
-    def __init__(self, message: str, *, field: str = "spec", code: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str = "spec", code: ErrorCode | None = None) -> None:
         super().__init__(message, code=code)
         self.field = field
 
@@ -89,28 +93,28 @@ class InvalidSpecError(FFmpegTasksError, ValueError):
 class CommandRejectedError(InvalidSpecError):
     """The command policy refused the ffmpeg command."""
 
-    code = "command_rejected"
+    code: ErrorCode = "command_rejected"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message, field="command", code=code)
 
 
 class ConfigurationError(FFmpegTasksError):
     """The library is set up in a way that cannot work."""
 
-    code = "configuration_error"
+    code: ErrorCode = "configuration_error"
 
 
 class FFmpegNotFoundError(ConfigurationError):
     """No ffmpeg binary could be found."""
 
-    code = "ffmpeg_not_found"
+    code: ErrorCode = "ffmpeg_not_found"
 
 
 class SandboxUnavailableError(ConfigurationError):
     """The sandbox was required but is not available on this host."""
 
-    code = "sandbox_unavailable"
+    code: ErrorCode = "sandbox_unavailable"
 
 
 # --- failures that end a task ------------------------------------------------
@@ -119,14 +123,14 @@ class SandboxUnavailableError(ConfigurationError):
 class TaskFailure(FFmpegTasksError):
     """An error that makes a task FAILED.  ``transient`` errors may be retried."""
 
-    code = "failed"
+    code: ErrorCode = "failed"
     transient: bool = False
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         transient: bool | None = None,
         retry_after: float | None = None,
     ) -> None:
@@ -139,14 +143,14 @@ class TaskFailure(FFmpegTasksError):
 class DownloadError(TaskFailure):
     """An input could not be downloaded.  ``url`` names it."""
 
-    code = "download_failed"
+    code: ErrorCode = "download_failed"
 
     def __init__(
         self,
         message: str,
         *,
         url: str,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         transient: bool | None = None,
         retry_after: float | None = None,
     ) -> None:
@@ -157,7 +161,7 @@ class DownloadError(TaskFailure):
 class DownloadHTTPError(DownloadError):
     """The server answered with an HTTP error status."""
 
-    code = "download_http_error"
+    code: ErrorCode = "download_http_error"
 
     def __init__(
         self, url: str, status: int, *, reason: str = "", retry_after: float | None = None
@@ -171,35 +175,37 @@ class DownloadHTTPError(DownloadError):
 class DownloadTooLargeError(DownloadError):
     """The body is larger than the configured cap."""
 
-    code = "download_too_large"
+    code: ErrorCode = "download_too_large"
 
 
 class DownloadTimeoutError(DownloadError):
     """The server was too slow (connect, read or minimum-rate timeout)."""
 
-    code = "download_timeout"
+    code: ErrorCode = "download_timeout"
     transient = True
 
 
 class DownloadConnectionError(DownloadError):
     """The host could not be resolved or connected to, or the connection broke."""
 
-    code = "download_connection_error"
+    code: ErrorCode = "download_connection_error"
     transient = True
 
 
 class BlockedAddressError(DownloadError):
     """The URL (or a redirect) points at an address the downloader refuses."""
 
-    code = "blocked_address"
+    code: ErrorCode = "blocked_address"
 
 
 class ExecutionError(TaskFailure):
     """ffmpeg exited with an error.  ``returncode`` is its exit status."""
 
-    code = "ffmpeg_failed"
+    code: ErrorCode = "ffmpeg_failed"
 
-    def __init__(self, message: str, *, returncode: int | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, returncode: int | None = None, code: ErrorCode | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.returncode = returncode
 
@@ -207,31 +213,31 @@ class ExecutionError(TaskFailure):
 class ExecutionTimeoutError(ExecutionError):
     """ffmpeg ran longer than its timeout and was stopped."""
 
-    code = "timeout"
+    code: ErrorCode = "timeout"
 
 
 class ExecutionStalledError(ExecutionError):
     """ffmpeg stopped making progress and was stopped."""
 
-    code = "stalled"
+    code: ErrorCode = "stalled"
 
 
 class TaskTimeoutError(TaskFailure):
     """The whole task ran longer than its deadline."""
 
-    code = "timeout"
+    code: ErrorCode = "timeout"
 
 
 class StorageError(TaskFailure):
     """The output could not be stored."""
 
-    code = "storage_failed"
+    code: ErrorCode = "storage_failed"
 
 
 class OutputError(TaskFailure):
     """An output is missing, empty, not a regular file, or outside expectations."""
 
-    code = "output_invalid"
+    code: ErrorCode = "output_invalid"
 
 
 # --- notifications ----------------------------------------------------------
@@ -241,10 +247,10 @@ class WebhookError(FFmpegTasksError):
     """A webhook could not be delivered.  ``url`` names the target, ``status`` the last
     HTTP status (None when no answer came).  Never ends a task."""
 
-    code = "webhook_failed"
+    code: ErrorCode = "webhook_failed"
 
     def __init__(
-        self, message: str, *, url: str, status: int | None = None, code: str | None = None
+        self, message: str, *, url: str, status: int | None = None, code: ErrorCode | None = None
     ) -> None:
         super().__init__(message, code=code)
         self.url = url

@@ -49,6 +49,7 @@ from yarl import URL
 
 from .._lifecycle import AsyncResource
 from .._version import __version__
+from ..error_codes import ErrorCode
 from ..errors import (
     BlockedAddressError,
     ConfigurationError,
@@ -501,7 +502,7 @@ class _Fetch:
                         continue
                     return await self._receive(resp, offset)
             except _LocalIOError as exc:
-                code = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
+                code: ErrorCode = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
                 raise DownloadError(f"{self.where}: {exc}", url=self.url, code=code) from exc
             except BlockedConnectError as exc:
                 raise BlockedAddressError(

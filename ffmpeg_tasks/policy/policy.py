@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from ..error_codes import ErrorCode
 from ..errors import CommandRejectedError, InvalidSpecError
 from .filters import FilterRule, OptionKind, check_filtergraph, default_filter_rules
 from .options import ALIASES, FFMPEG_FLAGS, MIXED_ARITY, OptionSpec, default_options
@@ -157,7 +158,7 @@ def _shown(value: str, limit: int = 80) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
-def _reject(message: str, code: str) -> CommandRejectedError:
+def _reject(message: str, code: ErrorCode) -> CommandRejectedError:
     return CommandRejectedError(message, code=code)
 
 
