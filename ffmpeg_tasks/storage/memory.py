@@ -13,11 +13,14 @@ __all__ = ["MemoryStorage"]
 
 
 class MemoryStorage(AsyncResource):
-    """Keeps stored files as bytes in :attr:`objects` (key -> bytes).
+    """Keeps stored files as bytes in ``objects`` (key -> bytes).
 
-    >>> storage = MemoryStorage()
-    >>> # ... run a task with it, then:
-    >>> storage.objects["task-id/out.mp4"][:4]
+    Example:
+        ```python
+        storage = MemoryStorage()
+        # ... run a task with it, then:
+        head = storage.objects["task-id/out.mp4"][:4]
+        ```
 
     ``content_types`` maps each key to the Content-Type it was stored with; URLs are
     ``memory://<key>``.  Set ``fail_with`` to an exception to make every ``put`` raise it.
