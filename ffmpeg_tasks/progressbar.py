@@ -5,7 +5,8 @@
     task = await follow(tm, task.id)   # tqdm bar; a widget in Jupyter
 
 The bar shows the phase as its description, bytes while downloading or
-uploading, and percent while ffmpeg runs (when the duration is known).  tqdm is
+uploading, and percent, fps, speed and ETA while ffmpeg runs (percent and ETA when
+the duration is known); the last line gives the task's total time.  tqdm is
 the optional extra ``progress`` (``pip install 'ffmpeg-tasks[progress]'``);
 :class:`PlainBar` prints plain lines instead and needs nothing.
 """
@@ -13,6 +14,7 @@ the optional extra ``progress`` (``pip install 'ffmpeg-tasks[progress]'``);
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import ConfigurationError
@@ -38,10 +40,16 @@ class PlainBar:
         self.unit = "%"
         self.unit_scale = False
         self.desc = ""
+        self.postfix = ""
         self._shown: tuple[str, int] | None = None
 
     def set_description_str(self, desc: str, refresh: bool = True) -> None:
         self.desc = desc
+        if refresh:
+            self.refresh()
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
         if refresh:
             self.refresh()
 
@@ -57,14 +65,14 @@ class PlainBar:
             return
         self._shown = (self.desc, step)
         if step < 0:
-            print(self.desc, file=self.file, flush=True)
+            line = self.desc
         elif self.unit == "B":
-            total = self.total or 0
-            print(
-                f"{self.desc} {self.n / 1e6:.1f}/{total / 1e6:.1f} MB", file=self.file, flush=True
-            )
+            line = f"{self.desc} {self.n / 1e6:.1f}/{(self.total or 0) / 1e6:.1f} MB"
         else:
-            print(f"{self.desc} {step * 10}%", file=self.file, flush=True)
+            line = f"{self.desc} {step * 10}%"
+        if self.postfix:
+            line = f"{line} ({self.postfix})"
+        print(line, file=self.file, flush=True)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -81,7 +89,28 @@ def _new_bar() -> Any:
     return tqdm(total=100, unit="%", bar_format=_PERCENT_FORMAT)
 
 
-_PERCENT_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}]"
+_PERCENT_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]"
+_DONE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}|"
+
+
+def format_seconds(seconds: float) -> str:
+    """``75.4`` → ``"01:15"``; an hour or more → ``"1:02:03"``."""
+    whole = max(int(seconds + 0.5), 0)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def running_postfix(event: Event) -> str:
+    """``"24.0 fps, 1.52x, ETA 00:41"`` from what a ``running`` event carries."""
+    parts = []
+    if event.fps is not None:
+        parts.append(f"{event.fps:.1f} fps")
+    if event.speed is not None:
+        parts.append(f"{event.speed:.2f}x")
+    if event.eta is not None:
+        parts.append(f"ETA {format_seconds(event.eta)}")
+    return ", ".join(parts)
 
 
 class _Feeder:
@@ -91,6 +120,7 @@ class _Feeder:
         self.bar = bar
         self.mode: str | None = None
         self.files: dict[str, tuple[int, int | None]] = {}
+        self.started = time.monotonic()
 
     def _switch(self, mode: str, desc: str, *, bytes_: bool) -> None:
         if mode != self.mode:
@@ -100,6 +130,7 @@ class _Feeder:
             self.bar.unit_scale = bytes_
             self.bar.bar_format = None if bytes_ else _PERCENT_FORMAT
             self.bar.reset(total=None if bytes_ else 100)
+            self.bar.set_postfix_str("", refresh=False)
         self.bar.set_description_str(desc, refresh=False)
 
     def feed(self, event: Event) -> None:
@@ -114,6 +145,7 @@ class _Feeder:
             self._switch("running", "running ffmpeg", bytes_=False)
             if event.percent is not None:
                 self.bar.n = round(min(max(event.percent, 0.0), 100.0), 1)
+            self.bar.set_postfix_str(running_postfix(event), refresh=False)
         elif kind is EventType.RETRYING:
             self.bar.set_description_str(f"retrying {event.name or ''}".strip(), refresh=False)
         elif kind.is_terminal:
@@ -121,7 +153,9 @@ class _Feeder:
             desc = kind.value
             if task is not None and task.error_code and kind is not EventType.COMPLETED:
                 desc = f"{kind.value}: {task.error_code}"
+            desc = f"{desc} in {format_seconds(time.monotonic() - self.started)}"
             self._switch("done", desc, bytes_=False)
+            self.bar.bar_format = _DONE_FORMAT  # the total is in desc: no phase timer
             if kind is EventType.COMPLETED:
                 self.bar.n = 100
         else:  # queued, started

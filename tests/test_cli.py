@@ -489,9 +489,11 @@ async def test_follow_shows_phases_bytes_and_percent(
     assert final.id == task.id
     lines = stream.getvalue().splitlines()
     assert any(line.startswith("downloading ") and line.endswith(" MB") for line in lines)
-    assert any(line.startswith("running ffmpeg ") for line in lines)
+    running = [line for line in lines if line.startswith("running ffmpeg ")]
+    assert running
+    assert any(re.search(r"\(\d+\.\d fps, \d+\.\d\dx, ETA \d\d:\d\d\)$", x) for x in running)
     assert any(line.startswith("uploading ") for line in lines)
-    assert lines[-1] == "completed 100%"
+    assert re.fullmatch(r"completed in \d\d:\d\d 100%", lines[-1])
 
 
 async def test_follow_drives_a_tqdm_bar_and_shows_the_failure(
@@ -508,14 +510,18 @@ async def test_follow_drives_a_tqdm_bar_and_shows_the_failure(
         bad = await tm.register(COPY, {"in.mp4": media_server.url("status/404")}, "out.mp4")
         for task in (ok, bad):
             await tm.submit(task.id)
-        bar = tqdm(total=100, file=io.StringIO())
+        screen = io.StringIO()
+        bar = tqdm(total=100, file=screen, mininterval=0)
         done = await follow(tm, ok.id, bar=bar)
-        assert (done.status, bar.desc, bar.n) == ("completed", "completed", 100)
+        assert (done.status, bar.n) == ("completed", 100)
+        assert re.fullmatch(r"completed in \d\d:\d\d", bar.desc)
+        assert re.search(r"running ffmpeg: +\d+%\|.*\| \[\d\d:\d\d, [\d.]+ fps", screen.getvalue())
+        assert str(bar).startswith(bar.desc + ": 100%|")  # the total, not a phase timer
         assert not bar.disable  # follow() leaves a bar it was given open
         bar2 = tqdm(total=100, file=io.StringIO())
         failed = await follow(tm, bad.id, bar=bar2)
         assert failed.status == "failed"
-        assert bar2.desc == "failed: download_http_error"
+        assert re.fullmatch(r"failed: download_http_error in \d\d:\d\d", bar2.desc)
         bar.close()
         bar2.close()
 
