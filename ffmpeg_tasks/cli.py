@@ -238,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the finished task as JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on failure, also print the tail of ffmpeg's own stderr",
+    )
+    run.add_argument(
         "--store",
         metavar="URL",
         default="memory",
@@ -458,6 +464,9 @@ def _report(args: argparse.Namespace, task: Task) -> int:
     if task.error_code == "blocked_address" and not args.allow_private_networks:
         hint = " (--allow-private-networks permits private addresses)"
     _error(f"failed: {task.error_code}: {task.error}{hint}")
+    if args.verbose and task.diagnostics:
+        print("ffmpeg said (last lines):", file=sys.stderr)
+        print(task.diagnostics.rstrip("\n"), file=sys.stderr, flush=True)
     return EXIT_FAILED
 
 

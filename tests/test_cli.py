@@ -169,6 +169,18 @@ def test_ffmpeg_failure_exits_1_and_json_has_the_code(tmp_path: Path, media_dir:
     assert task["status"] == "failed"
     assert task["error_code"]
     assert f"failed: {task['error_code']}: " in res.stderr
+    assert "ffmpeg said" not in res.stderr
+
+
+def test_verbose_prints_ffmpegs_own_words_on_failure(tmp_path: Path, media_dir: Path) -> None:
+    res = cli(
+        "run", "-i in.mp4 -map 0:v:5 out.mp4", "-i", f"in.mp4={media_dir / 'clip.mp4'}",
+        "-o", "out.mp4", "--storage-dir", "out", "-q", "-v",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 1
+    said = res.stderr.split("ffmpeg said (last lines):\n", 1)[1]
+    assert "0:v:5" in said  # ffmpeg's own complaint about the stream specifier
 
 
 def test_private_address_is_refused_without_the_flag(
