@@ -8,9 +8,16 @@ the stored files) reads them, every file to store is checked:
 * its first bytes must match the kind its extension names (``.mp4`` an ISO BMFF box,
   ``.ts`` MPEG-TS sync bytes, ``.m3u8`` ``#EXTM3U`` …); a file of an extension without
   a known signature only may not start like a playlist, manifest or reference list;
-* an HLS playlist (``.m3u8``/``.m3u``) or DASH manifest (``.mpd``) may only reference
-  files of this task: plain names (no ``/``, ``..``, scheme or absolute path) that are
-  stored beside it (DASH segment templates: plain-name templates).
+* an HLS playlist (``.m3u8``/``.m3u``) may only reference files of this task: every URI
+  line and ``URI=`` attribute is a plain name (no ``/``, ``..``, scheme or absolute path)
+  stored beside it, and no tag line holds a URL, an absolute path or a parent path;
+* a DASH manifest (``.mpd``) must be UTF-8 XML without DOCTYPE, entities, CDATA,
+  processing instructions or ``xml:base``; it is parsed, and on every element:
+  ``media``/``initialization``/``sourceURL``/``index``/``href``/``id`` are plain names or
+  plain-name segment templates, a ``BaseURL`` is a stored plain name, ``Location``,
+  ``PatchLocation``, ``UTCTiming``, ``ContentSteering`` and XInclude are refused, and no
+  other attribute (except ``schemeIdUri``, ``profiles``, ``xsi:schemaLocation``) nor any
+  text holds a URL, an absolute path or a parent path.
 
 Failures are :class:`~ffmpeg_tasks.errors.OutputError` with code
 ``output_format_mismatch`` or ``output_reference_not_allowed``, naming the output.
@@ -20,6 +27,7 @@ Failures are :class:`~ffmpeg_tasks.errors.OutputError` with code
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -173,18 +181,27 @@ def check_output_head(name: str, head: bytes) -> None:
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _URI_ATTR = re.compile(r"\bURI\s*=\s*(\"[^\"]*\"|'[^']*'|[^,\s]*)", re.I)
-_XML_ATTR = re.compile(r"([A-Za-z_][\w.:-]*)\s*=\s*(\"[^\"]*\"|'[^']*')")
 #: DASH attributes whose value is a file reference (any namespace prefix).
 _DASH_REFS = frozenset({"media", "initialization", "sourceurl", "index", "href", "id"})
+#: DASH attributes that hold URIs naming schemes or schemas, never fetched as files.
+_DASH_URI_NAMES = frozenset({"schemeiduri", "profiles", "schemalocation"})
 #: Identifiers of DASH segment templates.
 _DASH_TEMPLATE = re.compile(r"\$(?:RepresentationID|Number|Bandwidth|Time|SubNumber)(?:%0?\d*d)?\$")
-#: MPD constructs that name other resources, or that can hide text from a regex.
-#: ``<BaseURL>name</BaseURL>`` as ffmpeg writes it for ``-single_file 1``: checked like a
-#: reference (a stored plain name), then removed before the forbidden constructs are sought.
-_DASH_BASE_URL = re.compile(r"<(\w+:)?BaseURL>([^<]*)</\1?BaseURL>", re.I)
-_DASH_FORBIDDEN = re.compile(
-    r"<!DOCTYPE|<!ENTITY|<!\[CDATA\[|&#|<(?:\w+:)?(?:BaseURL|Location|PatchLocation|UTCTiming"
-    r"|ContentSteering)\b|<\?xml-stylesheet|<xi?:include",
+#: Elements that name other resources.
+_DASH_FORBIDDEN_ELEMENTS = frozenset(
+    {"location", "patchlocation", "utctiming", "contentsteering", "include"}
+)
+#: Constructs refused before parsing: entities, CDATA (can hide text), processing
+#: instructions other than the XML declaration.
+_XML_FORBIDDEN = re.compile(rb"<!DOCTYPE|<!ENTITY|<!\[CDATA\[|<\?", re.I)
+_XML_DECL_START = re.compile(rb"\s*<\?xml\s[^>]*\?>")
+_XML_DECL = re.compile(rb"<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']", re.I)
+_XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+#: A value that points somewhere: a URL, a protocol ffmpeg or a player opens, an
+#: absolute path, a parent directory.
+_POINTS_AWAY = re.compile(
+    r"://|^\s*(?:[/\\]|(?:file|data|https?|ftp|concat|subfile|crypto|pipe|fd|cache|async"
+    r"|tcp|udp|rtmp\w*|rtp|srt|tls|hls|smb|sftp|ipfs|ipns|gopher)\s*:)|(?:^|[/\\])\.\.(?:[/\\]|$)",
     re.I,
 )
 
@@ -211,53 +228,114 @@ def _refuse(name: str, ref: str, why: str = "which is not a file of this task") 
     )
 
 
-def _hls_refs(text: str) -> list[str]:
-    """Every URI line and ``URI=`` attribute; a line with leading blanks counts as a URI."""
+def _hls_refs(name: str, text: str) -> list[str]:
+    """Every URI line and ``URI=`` attribute; a line with leading blanks counts as a URI.
+
+    A tag line that holds a URL, absolute path or parent path anywhere (``X-ASSET-LIST=``,
+    ``X-ASSET-URI=`` …) is refused here.
+    """
     refs: list[str] = []
     for raw in re.split(r"[\r\n\x00]", text.removeprefix("\ufeff")):
         line = raw.rstrip()
         if not line:
             continue
         if line.startswith("#"):
-            refs.extend(v.strip("\"'") for v in _URI_ATTR.findall(line))
+            uris = [v.strip("\"'") for v in _URI_ATTR.findall(line)]
+            refs.extend(uris)
+            rest = _URI_ATTR.sub("", line)
+            for value in [*re.findall(r"=\s*(\"[^\"]*\"|'[^']*'|[^,\s]*)", rest), rest]:
+                if _POINTS_AWAY.search(value.strip("\"'")):
+                    raise _refuse(name, value.strip("\"'"), "in a tag line")
         else:
             refs.append(line)
     return refs
 
 
-def check_playlist(name: str, data: bytes, stored: Collection[str]) -> None:
-    """Refuse a playlist/manifest ``name`` whose references are not ``stored`` plain names.
+def _check_reference(name: str, ref: str, stored: Collection[str]) -> None:
+    if ref not in stored or not _PLAIN.fullmatch(ref) or ".." in ref:
+        raise _refuse(name, ref)
 
-    HLS: every URI line and every ``URI=`` attribute must be one of ``stored``.  DASH:
-    ``media``/``initialization``/``sourceURL``/``index``/``href``/``id`` values must be
-    plain names or plain-name segment templates, a ``BaseURL`` one of ``stored``, and
-    ``Location``,
-    ``UTCTiming``, DOCTYPE/entities/CDATA and character references are refused.
-    """
-    text = data.decode("utf-8", "replace")
-    if _ext(name) == "mpd":
-        for _prefix, ref in _DASH_BASE_URL.findall(text):
-            ref = ref.strip()
-            if ref not in stored or not _PLAIN.fullmatch(ref) or ".." in ref:
-                raise _refuse(name, ref)
-        text = _DASH_BASE_URL.sub("", text)
-        bad = _DASH_FORBIDDEN.search(text)
-        if bad:
+
+def _parse_mpd(name: str, data: bytes) -> ET.Element:
+    """Parse a manifest after refusing what could expand, hide or fetch text."""
+    body = data.removeprefix(b"\xef\xbb\xbf")
+    declared = _XML_DECL.match(body.lstrip())
+    if declared and declared.group(1).decode("ascii", "replace").lower() not in (
+        "utf-8", "utf8", "us-ascii", "ascii",
+    ):  # fmt: skip
+        raise OutputError(
+            f"output {name!r} declares the encoding {declared.group(1)[:20]!r}; only UTF-8 is read",
+            code="output_reference_not_allowed",
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OutputError(
+            f"output {name!r} is not UTF-8 text", code="output_reference_not_allowed"
+        ) from None
+    decl = _XML_DECL_START.match(body)
+    rest = body[decl.end() :] if decl else body
+    bad = _XML_FORBIDDEN.search(rest)
+    if bad:
+        raise OutputError(
+            f"output {name!r} contains {bad.group(0).decode()!r}, which may name other resources",
+            code="output_reference_not_allowed",
+        )
+    try:
+        return ET.fromstring(body)  # noqa: S314 - no DOCTYPE or entities: checked above
+    except ET.ParseError:
+        raise OutputError(
+            f"output {name!r} is not well-formed XML", code="output_format_mismatch"
+        ) from None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def _check_mpd(name: str, data: bytes, stored: Collection[str]) -> None:
+    for element in _parse_mpd(name, data).iter():
+        if not isinstance(element.tag, str):
+            continue
+        tag = _local(element.tag)
+        if tag in _DASH_FORBIDDEN_ELEMENTS:
             raise OutputError(
-                f"output {name!r} contains {bad.group(0)!r}, which may name other resources",
+                f"output {name!r} contains a <{tag}> element, which may name other resources",
                 code="output_reference_not_allowed",
             )
-        for attr, quoted in _XML_ATTR.findall(text):
-            if attr.rsplit(":", 1)[-1].lower() not in _DASH_REFS:
-                continue
-            value = quoted[1:-1].strip()
-            plain = _DASH_TEMPLATE.sub("0", value)
-            if value and (not _PLAIN.fullmatch(plain) or ".." in plain):
-                raise _refuse(name, value, "which is not a plain name in the work dir")
+        if tag == "baseurl":
+            if element.attrib:
+                raise _refuse(name, "BaseURL with attributes", "which is not a file of this task")
+            _check_reference(name, (element.text or "").strip(), stored)
+        else:
+            for text in (element.text, element.tail):
+                if text and _POINTS_AWAY.search(text):
+                    raise _refuse(name, text.strip(), "in its text")
+        for attr, value in element.attrib.items():
+            if attr == _XML_BASE:
+                raise _refuse(name, value, "in xml:base")
+            key = _local(attr)
+            if key in _DASH_REFS:
+                plain = _DASH_TEMPLATE.sub("0", value.strip())
+                if value.strip() and (not _PLAIN.fullmatch(plain) or ".." in plain):
+                    raise _refuse(name, value.strip(), "which is not a plain name in the work dir")
+            elif key not in _DASH_URI_NAMES and _POINTS_AWAY.search(value):
+                raise _refuse(name, value.strip(), f"in its {key!r} attribute")
+
+
+def check_playlist(name: str, data: bytes, stored: Collection[str]) -> None:
+    """Refuse a playlist/manifest ``name`` that names anything but ``stored`` plain names.
+
+    See the module docstring for what is checked in HLS playlists and DASH manifests.
+    """
+    if _ext(name) == "mpd":
+        _check_mpd(name, data, stored)
         return
-    for ref in _hls_refs(text):
-        if ref == name or ref not in stored or not _PLAIN.fullmatch(ref) or ".." in ref:
+    text = data.decode("utf-8", "replace")
+    for ref in _hls_refs(name, text):
+        if ref == name:
             raise _refuse(name, ref)
+        _check_reference(name, ref, stored)
 
 
 def verify_outputs(files: Sequence[tuple[str, Path]]) -> None:

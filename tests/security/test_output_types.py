@@ -188,7 +188,7 @@ def test_a_real_dash_manifest_passes() -> None:
         '<SegmentTemplate media="/tmp/host/x.mp4"/>',
         "<SegmentTemplate media='../x-$Number$.m4s'/>",
         '<SegmentTemplate initialization = "file:x.mp4"/>',
-        '<SegmentTemplate x:media="/etc/passwd"/>',
+        '<SegmentTemplate xmlns:x="urn:x" x:media="/etc/passwd"/>',
         '<SegmentList><SegmentURL media="http://evil.example/a.m4s"/></SegmentList>',
         '<SegmentBase><Initialization sourceURL="/etc/passwd"/></SegmentBase>',
         '<SegmentTemplate media="&#47;etc&#47;passwd"/>',
@@ -213,6 +213,77 @@ def test_a_dash_base_url_naming_a_stored_file_passes() -> None:
         "<BaseURL>out-stream0.mp4</BaseURL><BaseURL>//evil.example/</BaseURL>",
     ):
         playlist_refused(MPD.format(inner=inner), {"out.mpd", "out-stream0.mp4"}, name="out.mpd")
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        # an unpaired quote in a comment or in text once hid the next attribute from a regex
+        "<!-- x=' --><SegmentTemplate media=\"file:///etc/passwd\"/><!-- ' -->",
+        "<Title>x='</Title><SegmentTemplate media=\"/etc/passwd\"/><Title>'</Title>",
+        '<Title>x="</Title><SegmentTemplate media="/etc/passwd"/><Title>"</Title>',
+        # references outside the usual attributes
+        '<SegmentTemplate xml:base="http://evil.example/" media="a-$Number$.m4s"/>',
+        '<SupplementalProperty schemeIdUri="urn:x" value="http://evil.example/x"/>',
+        '<EssentialProperty schemeIdUri="urn:x" value="file:/etc/passwd"/>',
+        '<Label lang="en">/etc/passwd</Label>',
+        "<ContentSteering>https://evil.example/steer</ContentSteering>",
+        "<PatchLocation>x.mpd</PatchLocation>",
+        '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="/etc/passwd"/>',
+        '<?xml-stylesheet href="http://evil.example/x.xsl"?>',
+    ],
+    ids=["comment_quote", "text_quote", "text_dquote", "xml_base", "supplemental_url",
+         "essential_file", "text_path", "steering", "patch", "xinclude", "stylesheet"],
+)  # fmt: skip
+def test_dash_references_anywhere_are_refused(inner: str) -> None:
+    playlist_refused(MPD.format(inner=inner), set(), name="out.mpd")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        '<?xml version="1.0" encoding="UTF-7"?>',
+        "<?xml version='1.0' encoding='utf-16'?>",
+        '<?xml version="1.0" encoding="ISO-8859-1"?>',
+    ],
+)
+def test_a_manifest_declaring_another_encoding_is_refused(head: str) -> None:
+    text = MPD.format(inner=TEMPLATE).replace('<?xml version="1.0" encoding="utf-8"?>', head)
+    assert "encoding" in playlist_refused(text, set(), name="out.mpd")
+
+
+def test_a_manifest_that_is_not_utf8_or_not_xml_is_refused() -> None:
+    text = MPD.format(inner="<Title>\xe9</Title>").encode("latin-1")
+    playlist_refused(text, set(), name="out.mpd")
+    with pytest.raises(OutputError) as info:
+        check_playlist("out.mpd", b"<MPD><Period></MPD>", {"out.mpd"})
+    assert info.value.code == "output_format_mismatch"
+
+
+def test_hls_tag_lines_may_not_point_elsewhere() -> None:
+    for line in (
+        '#EXT-X-DATERANGE:ID="ad",CLASS="com.apple.hls.interstitial",'
+        'START-DATE="2024-01-01T00:00:00Z",X-ASSET-LIST="http://evil.example/list.json"',
+        '#EXT-X-DATERANGE:ID="ad",X-ASSET-URI="/etc/passwd"',
+        '#EXT-X-SESSION-DATA:DATA-ID="x",VALUE="../../etc/passwd"',
+        "#EXT-X-FOO:https://evil.example/",
+    ):
+        playlist_refused(HLS_HEAD + line + "\n#EXTINF:2.0,\nseg0.ts\n", STORED)
+    # ordinary tag values still pass
+    ok = (
+        HLS_HEAD + "#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00.000+0000\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="English: main",CHARACTERISTICS='
+        '"public.accessibility.describes-video",URI="media_0.m3u8"\n#EXTINF:2.0,\nseg0.ts\n'
+    )
+    check_playlist("out.m3u8", ok.encode(), STORED | {"out.m3u8"})
+
+
+def test_a_title_with_a_colon_passes() -> None:
+    inner = (
+        TEMPLATE + "</Representation></AdaptationSet></Period><ProgramInformation>"
+        "<Title>Talk: part 1/2</Title></ProgramInformation><Period><AdaptationSet><Representation>"
+    )
+    check_playlist("out.mpd", MPD.format(inner=inner).encode(), {"out.mpd"})
 
 
 def test_dash_doctype_and_entities_are_refused() -> None:
