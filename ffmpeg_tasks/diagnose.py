@@ -68,7 +68,11 @@ _RULES: tuple[tuple[re.Pattern[str], ErrorCode, str], ...] = (
         "resource_limit",
         "ffmpeg hit a resource limit",
     ),
-    (re.compile(r"No space left on device"), "disk_full", "the work dir ran out of space"),
+    (
+        re.compile(r"No space left on device|Disk quota exceeded"),
+        "disk_full",
+        "the work dir ran out of space",
+    ),
     (re.compile(r"Conversion failed!"), "ffmpeg_failed", "ffmpeg could not convert the input"),
 )
 

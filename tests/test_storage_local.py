@@ -196,9 +196,23 @@ async def test_check(tmp_path: Path) -> None:
     afile.write_text("x")
     with pytest.raises(StorageError) as info:
         await LocalStorage(afile).check()
-    assert str(afile) in str(info.value)
-    with pytest.raises(StorageError, match="not a directory"):
+    assert (
+        str(info.value)
+        == "cannot use the storage directory: the storage directory is not a directory"
+    )
+    with pytest.raises(StorageError, match="a parent of it is not a directory"):
         await LocalStorage(afile / "below").check()
+
+
+async def test_a_failing_put_names_no_host_path(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
+    for root in (afile, afile / "below"):
+        with pytest.raises(StorageError) as info:
+            await LocalStorage(root).put(src, "t/out.bin", content_type="x")
+        assert str(tmp_path) not in str(info.value), info.value
 
 
 async def test_check_creates_nothing_the_first_put_creates_the_root(tmp_path: Path) -> None:

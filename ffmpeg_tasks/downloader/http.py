@@ -502,7 +502,8 @@ class _Fetch:
                         continue
                     return await self._receive(resp, offset)
             except _LocalIOError as exc:
-                code: ErrorCode = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                code: ErrorCode = "disk_full" if full else "write_failed"
                 raise DownloadError(f"{self.where}: {exc}", url=self.url, code=code) from exc
             except BlockedConnectError as exc:
                 raise BlockedAddressError(

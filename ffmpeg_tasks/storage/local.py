@@ -146,10 +146,12 @@ class LocalStorage(AsyncResource):
         target = self.root
         while not target.exists() and not target.is_symlink() and target != target.parent:
             target = target.parent  # the directory the first put would create root in
+        # These messages can reach a task's caller: they name no host path.
+        where = "the storage directory" if target == self.root else "a parent of it"
         if not target.is_dir():
-            raise StorageError(f"storage root {self.root}: {target} is not a directory")
+            raise StorageError(f"cannot use the storage directory: {where} is not a directory")
         if not os.access(target, os.W_OK | os.X_OK):
-            raise StorageError(f"storage root {self.root}: {target} is not writable")
+            raise StorageError(f"cannot use the storage directory: {where} is not writable")
 
     def _open_dirs(self, key: str, dirs: list[str], *, create: bool) -> int:
         """A descriptor of ``root/dirs…``, walked without following symlinks."""
