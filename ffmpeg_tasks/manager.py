@@ -52,7 +52,7 @@ from .policy import CommandPolicy
 from .probe import StreamDump, check_expectations, probe_outputs
 from .progress import ProgressTracker
 from .retry import RetryPolicy
-from .sniff import check_input, read_head
+from .sniff import check_file
 from .spec import SpecLimits, validate_spec
 from .storage.base import Storage
 from .storage.content_types import content_type_for
@@ -908,8 +908,8 @@ class _Run:
             self.diagnostics = result.stderr_tail
             if result.returncode != 0:
                 raise diagnose(result.returncode, result.stderr_tail)
-            if index < len(plan.steps) - 1:  # later steps read these: check them first
-                await asyncio.to_thread(self._collect, step.outputs, step.sidecars, final=False)
+            if index < len(plan.steps) - 1:  # later steps read these: check them as inputs
+                await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
         files = await asyncio.to_thread(self._collect, plan.outputs, plan.sidecars)
         self.progress = 100.0
         await self._flush(phase=Phase.UPLOADING)
@@ -937,10 +937,15 @@ class _Run:
         verify_outputs(files)
         return files
 
+    def _check_intermediates(self, outputs: Sequence[str], sidecars: Sequence[str]) -> None:
+        """What a step wrote for later steps: an output of its kind, and a safe input."""
+        for name, path in self._collect(outputs, sidecars, final=False):
+            check_file(name, path)
+
     async def _download_all(self) -> None:
         await _all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
         for name in self.task.input_files:
-            check_input(name, await asyncio.to_thread(read_head, self.work / name))
+            await asyncio.to_thread(check_file, name, self.work / name)
 
     async def _download(self, name: str, url: str) -> None:
         dest = self.work / name

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from .filenames import extension
+
 __all__ = ["OutputMetadata", "StreamMetadata", "format_for_name", "output_metadata", "stream"]
 
 
@@ -113,4 +115,4 @@ _MUXER_BY_EXT = {
 
 def format_for_name(name: str) -> str | None:
     """The muxer ffmpeg would pick for ``name``: ``"clip.mkv"`` -> ``"matroska"``."""
-    return _MUXER_BY_EXT.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
+    return _MUXER_BY_EXT.get(extension(name))

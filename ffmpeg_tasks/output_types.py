@@ -32,6 +32,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from .errors import OutputError
+from .filenames import extension
+from .sniff import INDIRECT_START
 
 __all__ = ["check_output_head", "check_playlist", "probe_formats", "verify_outputs"]
 
@@ -136,11 +138,6 @@ _KINDS: dict[str, _Kind] = {
     "ssa": ("an SSA subtitle file", _text(rb"\s*\[Script Info\]"), "ass"),
 }
 
-#: Texts that make libavformat (or a player) open further resources.
-_INDIRECT = re.compile(
-    rb"\s*(?:#EXTM3U|#EXT-X-|ffconcat\s+version|<\?xml|<!--|<MPD\b|<SmoothStreamingMedia|v=0\s)",
-    re.I,
-)
 #: What the first bytes look like, for the error message.
 _LOOKS_LIKE: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
     ("an HLS playlist", _text(rb"\s*#EXT")),
@@ -151,21 +148,17 @@ _LOOKS_LIKE: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
 )
 
 
-def _ext(name: str) -> str:
-    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
-
 def probe_formats(name: str) -> str | None:
     """The ``-format_whitelist`` for probing ``name``; None when its kind is not known."""
-    kind = _KINDS.get(_ext(name))
+    kind = _KINDS.get(extension(name))
     return kind[2] if kind else None
 
 
 def check_output_head(name: str, head: bytes) -> None:
     """Raise ``OutputError(code="output_format_mismatch")`` unless ``head`` fits ``name``."""
-    kind = _KINDS.get(_ext(name))
+    kind = _KINDS.get(extension(name))
     if kind is None:
-        if _INDIRECT.match(head.removeprefix(b"\xef\xbb\xbf")):
+        if INDIRECT_START.match(head.removeprefix(b"\xef\xbb\xbf")):
             raise OutputError(
                 f"output {name!r} is a playlist or reference file", code="output_format_mismatch"
             )
@@ -328,7 +321,7 @@ def check_playlist(name: str, data: bytes, stored: Collection[str]) -> None:
 
     See the module docstring for what is checked in HLS playlists and DASH manifests.
     """
-    if _ext(name) == "mpd":
+    if extension(name) == "mpd":
         _check_mpd(name, data, stored)
         return
     text = data.decode("utf-8", "replace")
@@ -342,7 +335,7 @@ def verify_outputs(files: Sequence[tuple[str, Path]]) -> None:
     """Check every file to store (blocking: run in a thread); see the module doc."""
     stored = {n for n, _ in files}
     for name, path in files:
-        is_playlist = _ext(name) in ("m3u8", "m3u", "mpd")
+        is_playlist = extension(name) in ("m3u8", "m3u", "mpd")
         with path.open("rb") as f:
             data = f.read(MAX_PLAYLIST_BYTES + 1 if is_playlist else HEAD_BYTES)
         check_output_head(name, data[:HEAD_BYTES])

@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import ExecutionTimeoutError, OutputError
 from .executor.base import Executor
+from .filenames import extension
 from .metadata import OutputMetadata, StreamMetadata, format_for_name, output_metadata, stream
 from .output_types import probe_formats
 from .outputs import pattern_to_glob
@@ -230,7 +231,7 @@ async def probe_outputs(
         return metadata
     for name, path in files:
         key = _dump_key(dump, name)
-        if name.rsplit(".", 1)[-1].lower() in _STILL_IMAGES and key is not None:
+        if extension(name) in _STILL_IMAGES and key is not None:
             continue  # ffmpeg's own dump has codec and size; ffprobe would double the cost
         probed = await ffprobe_file(executor, ffprobe, path)
         if probed is not None:

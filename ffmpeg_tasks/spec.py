@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import InvalidSpecError
+from .filenames import extension
 
 __all__ = ["DEFAULT_INPUT_EXTENSIONS", "DEFAULT_OUTPUT_EXTENSIONS", "SpecLimits", "validate_spec"]
 
@@ -122,7 +123,7 @@ def _check_name(
             field=field,
             code="invalid_name",
         )
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    ext = extension(name)
     if ext not in exts:
         raise InvalidSpecError(
             f"{field}: file name {shown!r} has extension {ext or '(none)'!r}, which is not allowed",

@@ -38,7 +38,7 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -203,7 +203,9 @@ class HttpDownloader(AsyncResource):
     """Downloads http(s) URLs with aiohttp.  See the module docstring.
 
     ``max_bytes`` caps every download (a ``fetch(max_bytes=...)`` can only lower
-    it); ``read_timeout`` is the longest wait between two chunks; a body slower
+    it); ``headers_timeout`` bounds the wait from sending a request to its complete
+    response headers (a server dripping header bytes resets ``read_timeout`` with
+    each one); ``read_timeout`` is the longest wait between two chunks; a body slower
     than ``min_rate_bytes`` per second, averaged over ``min_rate_window`` seconds,
     fails with DownloadTimeoutError (0 disables); ``total_timeout`` bounds a whole
     fetch.  ``address_filter`` replaces the public-address policy (ignored with
@@ -221,6 +223,7 @@ class HttpDownloader(AsyncResource):
         max_bytes: int | None = 10 * GiB,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        headers_timeout: float = 30.0,
         total_timeout: float | None = None,
         min_rate_bytes: int = 10 * KiB,
         min_rate_window: float = 30.0,
@@ -236,6 +239,7 @@ class HttpDownloader(AsyncResource):
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
+            ("headers_timeout", headers_timeout),
             ("min_rate_window", min_rate_window),
             ("chunk_size", chunk_size),
         ):
@@ -258,6 +262,7 @@ class HttpDownloader(AsyncResource):
         self.max_bytes = max_bytes
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.headers_timeout = headers_timeout
         self.total_timeout = total_timeout
         self.min_rate_bytes = min_rate_bytes
         self.min_rate_window = min_rate_window
@@ -479,7 +484,8 @@ class _Fetch:
                     headers = {k: v for k, v in headers.items() if k.lower() in _EVERY_ORIGIN}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
-                async with session.get(target, allow_redirects=False, headers=headers) as resp:
+                request = session.get(target, allow_redirects=False, headers=headers)
+                async with await self._response(request) as resp:
                     if resp.status in _REDIRECTS:
                         location = resp.headers.get("Location")
                         if not location:
@@ -556,6 +562,21 @@ class _Fetch:
             url=self.url,
             code="too_many_redirects",
         )
+
+    async def _response(self, request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+        """Send ``request``; its complete headers must arrive within ``headers_timeout``."""
+        window = asyncio.timeout(self.dl.headers_timeout)
+        try:
+            async with window:
+                return await request
+        except TimeoutError:
+            if not window.expired():
+                raise  # aiohttp's own connect or read timeout
+            raise DownloadTimeoutError(
+                f"{self.where}: no complete response headers within "
+                f"headers_timeout={self.dl.headers_timeout}s",
+                url=self.url,
+            ) from None
 
     async def _receive(self, resp: aiohttp.ClientResponse, offset: int) -> int:
         shown = self.where

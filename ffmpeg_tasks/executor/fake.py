@@ -24,6 +24,7 @@ import attrs
 
 from .._lifecycle import AsyncResource
 from ..errors import ExecutionTimeoutError, InvalidSpecError
+from ..filenames import extension
 from .base import ExecResult, ProgressCallback
 
 __all__ = ["FakeCall", "FakeExecutor", "Script", "fake_media"]
@@ -199,5 +200,4 @@ def fake_media(name: str, body: bytes = b"fake media") -> bytes:
     ``out.mp4`` must start like an MP4:
     ``FakeExecutor(outputs={"out.mp4": fake_media("out.mp4")})``.
     """
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return _HEADS.get(ext, b"") + body
+    return _HEADS.get(extension(name), b"") + body
