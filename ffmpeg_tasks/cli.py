@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(run)
     _backend_options(run)
     run.add_argument("--timeout", type=float, metavar="S", help="seconds ffmpeg may run")
+    run.add_argument(
+        "--deadline",
+        type=float,
+        metavar="S",
+        help="seconds the whole task (fetch, run, store) may take (default: 6 hours)",
+    )
     run.add_argument("--json", action="store_true", help="print the finished task as JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     run.add_argument(
@@ -416,7 +422,11 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         async with _make_manager(args, local) as tm:
             task = await tm.register(
-                args.command, inputs, output_files=args.outputs, timeout=args.timeout
+                args.command,
+                inputs,
+                output_files=args.outputs,
+                timeout=args.timeout,
+                deadline=args.deadline,
             )
             await tm.submit(task.id)
             if args.quiet:

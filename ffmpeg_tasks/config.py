@@ -13,6 +13,7 @@
 | ``FFMPEG_TASKS_FFMPEG`` | ffmpeg binary | discovered |
 | ``FFMPEG_TASKS_MAX_CONCURRENCY`` | ffmpeg processes at once | 2 |
 | ``FFMPEG_TASKS_TIMEOUT`` | seconds ffmpeg may run per task | none |
+| ``FFMPEG_TASKS_DEADLINE`` | seconds a whole execution may take (``none``: no limit) | 21600 |
 | ``FFMPEG_TASKS_MAX_INPUT_BYTES`` | size cap per downloaded input | 10 GiB |
 | ``FFMPEG_TASKS_ALLOW_PRIVATE_NETWORKS`` | ``1`` lets inputs come from private addresses | ``0`` |
 | ``FFMPEG_TASKS_SANDBOX`` | ``auto``, ``require`` or ``off`` | ``auto`` |
@@ -125,6 +126,12 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     timeout = _number(env, "FFMPEG_TASKS_TIMEOUT", float)
     if timeout:
         kwargs["timeout"] = timeout
+    if env.get("FFMPEG_TASKS_DEADLINE", "").strip().lower() == "none":
+        kwargs["deadline"] = None
+    else:
+        deadline = _number(env, "FFMPEG_TASKS_DEADLINE", float)
+        if deadline:
+            kwargs["deadline"] = deadline
     if env.get("FFMPEG_TASKS_WORK_DIR"):
         kwargs["work_dir"] = env["FFMPEG_TASKS_WORK_DIR"]
     kwargs["store"] = store_from_url(env.get("FFMPEG_TASKS_STORE", "memory"))

@@ -33,12 +33,14 @@ from .backends.base import Backend
 from .diagnose import diagnose
 from .downloader.base import Downloader
 from .errors import (
+    ConfigurationError,
     FFmpegTasksError,
     InvalidSpecError,
     InvalidTaskStateError,
     StorageError,
     TaskFailure,
     TaskNotFoundError,
+    TaskTimeoutError,
 )
 from .events import Event, EventBus, EventHandler, EventType
 from .executor.base import Executor
@@ -63,6 +65,8 @@ __all__ = ["TaskManager"]
 log = logging.getLogger("ffmpeg_tasks")
 
 _STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
+#: A task's whole execution (fetch, run, store) ends by then unless told otherwise.
+DEFAULT_DEADLINE = 6 * 3600.0
 
 
 def _worker_id() -> str:
@@ -89,6 +93,7 @@ class TaskManager(AsyncResource):
         limits: SpecLimits | None = None,
         work_dir: str | os.PathLike[str] | None = None,
         timeout: float | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
         stall_timeout: float | None = None,
         max_input_bytes: int | None = None,
         retry: RetryPolicy | None = None,
@@ -108,6 +113,9 @@ class TaskManager(AsyncResource):
         self.limits = limits if limits is not None else SpecLimits()
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.timeout = timeout
+        if deadline is not None and deadline <= 0:
+            raise ConfigurationError(f"deadline={deadline!r} must be positive, or None for none")
+        self.deadline = deadline
         self.stall_timeout = stall_timeout
         self.max_input_bytes = max_input_bytes
         self.retry = retry if retry is not None else RetryPolicy()
@@ -272,13 +280,16 @@ class TaskManager(AsyncResource):
         *,
         output_files: Sequence[str] | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
         idempotency_key: str | None = None,
         expect: Mapping[str, Any] | None = None,
     ) -> Task:
         """Check and record a task; it is PENDING until executed or submitted.
 
         ``command`` is one ffmpeg command (without the program name) or a list of
-        commands run in order in one work dir.  Raises :class:`InvalidSpecError`
+        commands run in order in one work dir.  ``timeout`` bounds ffmpeg's run;
+        ``deadline`` (default: the manager's) bounds a whole execution — fetch,
+        run and store.  Raises :class:`InvalidSpecError`
         (or its subclass :class:`CommandRejectedError`) naming the bad part.
         """
         await self._ensure_started()
@@ -291,6 +302,10 @@ class TaskManager(AsyncResource):
             if timeout <= 0:
                 raise InvalidSpecError("timeout must be positive", field="timeout")
             options["timeout"] = float(timeout)
+        if deadline is not None:
+            if deadline <= 0:
+                raise InvalidSpecError("deadline must be positive", field="deadline")
+            options["deadline"] = float(deadline)
         if expect:
             options["expect"] = dict(expect)
         task = Task(
@@ -796,6 +811,13 @@ class _LostOwnership(Exception):
         self.task = task
 
 
+_PHASE_WORDS = {
+    Phase.DOWNLOADING: "fetching inputs",
+    Phase.PROCESSING: "running ffmpeg",
+    Phase.UPLOADING: "storing outputs",
+}
+
+
 class _Run:
     """One execution of one task: download → ffmpeg steps → store."""
 
@@ -844,8 +866,18 @@ class _Run:
     async def execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
         self._main = asyncio.current_task()
         reporter = asyncio.create_task(self._reporter())
+        deadline = self.task.options.get("deadline", self.m.deadline)
+        window = asyncio.timeout(deadline)
         try:
-            return await self._execute()
+            async with window:
+                return await self._execute()
+        except TimeoutError:
+            if not window.expired():
+                raise
+            raise TaskTimeoutError(
+                f"the task's deadline of {deadline:g}s passed while "
+                f"{_PHASE_WORDS.get(self.task.phase, 'running')}"
+            ) from None
         finally:
             await cancel_and_wait(reporter)
 

@@ -172,6 +172,16 @@ def test_ffmpeg_failure_exits_1_and_json_has_the_code(tmp_path: Path, media_dir:
     assert "ffmpeg said" not in res.stderr
 
 
+def test_deadline_bounds_the_whole_task(tmp_path: Path) -> None:
+    res = cli(
+        "run", "-f lavfi -i testsrc2=s=1280x720:d=3600 -c:v libx264 -preset veryslow out.mp4",
+        "-o", "out.mp4", "--storage-dir", "out", "-q", "--deadline", "1", "--sandbox", "off",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    assert "failed: timeout: the task's deadline of 1s passed while running ffmpeg" in res.stderr
+
+
 def test_verbose_prints_ffmpegs_own_words_on_failure(tmp_path: Path, media_dir: Path) -> None:
     res = cli(
         "run", "-i in.mp4 -map 0:v:5 out.mp4", "-i", f"in.mp4={media_dir / 'clip.mp4'}",
