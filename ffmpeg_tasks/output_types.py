@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from .errors import OutputError
-from .filenames import extension
+from .filenames import PLAIN_NAME, extension
 from .sniff import INDIRECT_START
 
 __all__ = ["check_output_head", "check_playlist", "probe_formats", "verify_outputs"]
@@ -172,7 +172,7 @@ def check_output_head(name: str, head: bytes) -> None:
 
 # -- playlists ------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN = PLAIN_NAME
 _URI_ATTR = re.compile(r"\bURI\s*=\s*(\"[^\"]*\"|'[^']*'|[^,\s]*)", re.I)
 #: DASH attributes whose value is a file reference (any namespace prefix).
 _DASH_REFS = frozenset({"media", "initialization", "sourceurl", "index", "href", "id"})

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import InvalidSpecError
-from .filenames import extension
+from .filenames import OUTPUT_NAME, PLAIN_NAME, extension, is_plain_name
+from .policy.limits import MAX_INPUTS, MAX_OUTPUTS
 
 __all__ = ["DEFAULT_INPUT_EXTENSIONS", "DEFAULT_OUTPUT_EXTENSIONS", "SpecLimits", "validate_spec"]
 
@@ -79,10 +80,6 @@ DEFAULT_INPUT_EXTENSIONS = _MEDIA | frozenset(
 #: What outputs may be called: media both ways, plus streaming manifests.
 DEFAULT_OUTPUT_EXTENSIONS = _MEDIA | frozenset({"m3u8", "mpd"})
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-#: Output names may hold one printf frame-number pattern such as ``%03d``.
-_OUTPUT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:%0?[1-9]?d[A-Za-z0-9._-]*)?")
-
 
 @attrs.frozen
 class SpecLimits:
@@ -90,8 +87,8 @@ class SpecLimits:
 
     max_name_length: int = 128
     max_url_length: int = 4096
-    max_inputs: int = 32
-    max_outputs: int = 16
+    max_inputs: int = MAX_INPUTS
+    max_outputs: int = MAX_OUTPUTS
     max_commands: int = 8
     input_extensions: frozenset[str] = DEFAULT_INPUT_EXTENSIONS
     output_extensions: frozenset[str] = DEFAULT_OUTPUT_EXTENSIONS
@@ -116,7 +113,7 @@ def _check_name(
             field=field,
             code="invalid_name",
         )
-    if pattern.fullmatch(name) is None or ".." in name:
+    if not is_plain_name(name, pattern):
         raise InvalidSpecError(
             f"{field}: file name {shown!r} is not a plain file name (allowed: letters, digits, "
             "'.', '_', '-'; no path separators, no '..', must not start with '-' or '.')",
@@ -229,7 +226,11 @@ def validate_spec(
     seen: dict[str, str] = {}
     for name, url in input_files.items():
         _check_name(
-            name, field="input_files", pattern=_NAME_RE, exts=limits.input_extensions, limits=limits
+            name,
+            field="input_files",
+            pattern=PLAIN_NAME,
+            exts=limits.input_extensions,
+            limits=limits,
         )
         _check_url(name, url, limits)
         if name.lower() in seen:
@@ -244,7 +245,7 @@ def validate_spec(
         _check_name(
             name,
             field=out_field,
-            pattern=_OUTPUT_NAME_RE,
+            pattern=OUTPUT_NAME,
             exts=limits.output_extensions,
             limits=limits,
         )

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 from .filters import FilterCall, FilterGraph, FilterRule, parse_filtergraph
+from .limits import Limits
 from .options import OptionSpec
 from .plan import CommandPlan, InputTiming, OutputTiming, Timing
-from .policy import CommandPolicy, Limits, parse_duration
+from .policy import CommandPolicy
 from .tokens import tokenize
+from .values import parse_duration
 
 __all__ = [
     "CommandPlan",

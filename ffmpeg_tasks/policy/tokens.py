@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Collection, Sequence
 
 from ..errors import CommandRejectedError
+from .refusals import shown
 
 __all__ = ["MAX_COMMAND_LENGTH", "MAX_TOKENS", "substitute_placeholders", "tokenize"]
 
@@ -18,10 +19,6 @@ MAX_TOKENS = 512
 
 _PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}")
 _SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%-]*")
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _check_chars(text: str) -> None:
@@ -62,7 +59,7 @@ def tokenize(
             tokens = shlex.split(command, comments=False, posix=True)
         except ValueError as exc:
             raise CommandRejectedError(
-                f"command cannot be split into arguments ({exc}): {_shown(command)}",
+                f"command cannot be split into arguments ({exc}): {shown(command, 60)}",
                 code="unbalanced_quotes",
             ) from None
     else:
@@ -114,7 +111,7 @@ def substitute_placeholders(token: str, declared: Collection[str]) -> tuple[str,
     result = _PLACEHOLDER_RE.sub(repl, token)
     if "{{" in result:
         raise CommandRejectedError(
-            f"malformed placeholder in {_shown(token)} (expected {{{{file-name}}}})",
+            f"malformed placeholder in {shown(token, 60)} (expected {{{{file-name}}}})",
             code="bad_placeholder",
         )
     return result, frozenset(used)
