@@ -12,15 +12,10 @@ import builtins
 import logging
 import os
 import shutil
-import socket
 import tempfile
-import time
-import uuid
 from collections.abc import (
     AsyncIterator,
     Callable,
-    Coroutine,
-    Iterable,
     Mapping,
     Sequence,
 )
@@ -30,47 +25,47 @@ from typing import Any, Literal
 
 from ._lifecycle import AsyncResource, cancel_and_wait, shielded
 from .backends.base import Backend
-from .diagnose import diagnose
 from .downloader.base import Downloader
 from .errors import (
     ConfigurationError,
     FFmpegTasksError,
     InvalidSpecError,
     InvalidTaskStateError,
-    StorageError,
     TaskFailure,
     TaskNotFoundError,
-    TaskTimeoutError,
 )
 from .events import Event, EventBus, EventHandler, EventType
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
-from .metadata import OutputMetadata
-from .models import Phase, StoredObject, Task, TaskStatus, new_task_id, utcnow
-from .output_types import verify_outputs
-from .outputs import collect_outputs
+from .models import Phase, Task, TaskStatus, new_task_id, utcnow
+from .pipeline import Run, RunContext
 from .plan import TaskPlan, plan_task
 from .policy import CommandPolicy
-from .probe import StreamDump, check_expectations, probe_outputs
-from .progress import ProgressTracker
 from .retry import RetryPolicy
-from .sniff import check_file
 from .spec import SpecLimits, validate_spec
 from .storage.base import Storage
-from .storage.content_types import content_type_for
 from .store.base import TaskStore
+from .transitions import (
+    LostOwnership,
+    cancel_unstarted,
+    check_owner,
+    finish,
+    interrupted,
+    new_worker_id,
+    queue,
+    release,
+    request_cancel,
+    requeue,
+    start,
+    worker_is_dead,
+)
 
 __all__ = ["TaskManager"]
 
 log = logging.getLogger("ffmpeg_tasks")
 
-_STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
 #: A task's whole execution (fetch, run, store) ends by then unless told otherwise.
 DEFAULT_DEADLINE = 6 * 3600.0
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class TaskManager(AsyncResource):
@@ -127,7 +122,7 @@ class TaskManager(AsyncResource):
         self.backend = backend
         self._ffprobe_setting = ffprobe
         self._ffprobe: str | bool | None = False  # False: not looked up yet
-        self.worker_id = _worker_id()
+        self.worker_id = new_worker_id()
         self._bus = EventBus()
         if on_event is not None:
             self._bus.add_handler(on_event)
@@ -376,7 +371,7 @@ class TaskManager(AsyncResource):
             raise InvalidTaskStateError(
                 f"task {task_id!r} is {what}; only pending tasks can be submitted"
             )
-        queued = task.evolve(phase=Phase.QUEUED)
+        queued = queue(task)
         if not await self.store.replace(task, queued):
             raise InvalidTaskStateError(f"task {task_id!r} changed while being submitted")
         await self.backend.enqueue(queued)
@@ -443,7 +438,7 @@ class TaskManager(AsyncResource):
                     f"task {task_id!r} is running in another process ({task.worker}) and this "
                     "manager has no backend to reach it"
                 )
-            await self._update(task_id, _request_cancel)
+            await self._update(task_id, request_cancel)
             await self.backend.abort(task)
             async with asyncio.timeout(60):
                 return await self._poll_until_finished(task_id)
@@ -525,24 +520,9 @@ class TaskManager(AsyncResource):
         """
         changed: builtins.list[Task] = []
         for task in await self.store.list(TaskStatus.RUNNING):
-            if task.worker is None or not _worker_is_dead(task.worker):
+            if task.worker is None or not worker_is_dead(task.worker):
                 continue
-            if self.on_interrupted == "requeue":
-                new = task.evolve(
-                    status=TaskStatus.PENDING,
-                    phase=Phase.CREATED,
-                    worker=None,
-                    started_at=None,
-                    progress=None,
-                )
-            else:
-                new = task.evolve(
-                    status=TaskStatus.FAILED,
-                    phase=Phase.DONE,
-                    finished_at=utcnow(),
-                    error=f"the process running this task ({task.worker}) stopped",
-                    error_code="interrupted",
-                )
+            new = requeue(task) if self.on_interrupted == "requeue" else interrupted(task)
             if await self.store.replace(task, new):
                 changed.append(new)
         return changed
@@ -579,7 +559,7 @@ class TaskManager(AsyncResource):
 
     async def _run(self, task_id: str, takeover: bool = False) -> Task:
         if self._task_slots is not None:
-            await self._update(task_id, lambda t: t.evolve(phase=Phase.QUEUED))
+            await self._update(task_id, queue)
             try:
                 await self._task_slots.acquire()
             except asyncio.CancelledError:
@@ -598,7 +578,7 @@ class TaskManager(AsyncResource):
         def mutate(task: Task) -> Task:
             if task.status is not TaskStatus.PENDING:
                 return task
-            return _unstarted_cancel(task)
+            return cancel_unstarted(task)
 
         task = await self._update(task_id, mutate)
         if task.status is TaskStatus.CANCELLED:
@@ -613,20 +593,12 @@ class TaskManager(AsyncResource):
             raise InvalidTaskStateError(f"task {task_id!r} is {task.status.value}, not pending")
         if task.cancel_requested:  # cancelled while a job engine was moving it
             return await self._finish_unstarted_cancel(task)
-        runs = task.attempts.get("run", 0) + 1
-        running = task.evolve(
-            status=TaskStatus.RUNNING,
-            phase=Phase.DOWNLOADING,
-            started_at=utcnow(),
-            worker=self.worker_id,
-            progress=None,
-            attempts={**task.attempts, "run": runs},
-        )
+        running = start(task, self.worker_id)
         if not await self.store.replace(task, running):
             raise InvalidTaskStateError(f"task {task_id!r} was started by someone else")
         self._bus.publish(Event(EventType.STARTED, task_id))
         work = await asyncio.to_thread(self._make_work_dir, task_id)
-        run = _Run(self, running, work)
+        run = Run(self._run_context(), running, work)
         try:
             try:
                 outputs, metadata = await run.execute()
@@ -641,7 +613,7 @@ class TaskManager(AsyncResource):
                 attempts={**running.attempts, **run.attempts},
                 diagnostics=run.diagnostics,
             )
-        except _LostOwnership as lost:
+        except LostOwnership as lost:
             return self._lost(lost)
         except asyncio.CancelledError:
             if run.lost is not None:  # the reporter saw a takeover and stopped us
@@ -664,7 +636,7 @@ class TaskManager(AsyncResource):
                         diagnostics=run.diagnostics,
                         attempts={**running.attempts, **run.attempts},
                     )
-                except _LostOwnership:
+                except LostOwnership:
                     return
                 self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
 
@@ -692,13 +664,13 @@ class TaskManager(AsyncResource):
 
             try:  # a cancel that arrives meanwhile propagates once the failure is recorded
                 return await shielded(record_failure())
-            except _LostOwnership as lost:
+            except LostOwnership as lost:
                 return self._lost(lost)
         self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
         return final
 
     async def _finish_unstarted_cancel(self, task: Task) -> Task:
-        done = _unstarted_cancel(task)
+        done = cancel_unstarted(task)
         if not await self.store.replace(task, done):
             raise InvalidTaskStateError(f"task {task.id!r} was started by someone else")
         self._bus.publish(Event(EventType.CANCELLED, task.id, task=done))
@@ -708,23 +680,17 @@ class TaskManager(AsyncResource):
         """Put a task this process was running back to PENDING (queued)."""
 
         def mutate(task: Task) -> Task:
-            self._check_owner(task)
-            return task.evolve(
-                status=TaskStatus.PENDING,
-                phase=Phase.QUEUED,
-                worker=None,
-                started_at=None,
-                progress=None,
-            )
+            check_owner(task, self.worker_id)
+            return release(task)
 
         try:
             await self._update(task_id, mutate)
-        except _LostOwnership:
+        except LostOwnership:
             return
         self._bus.publish(Event(EventType.QUEUED, task_id, message="released by a shutdown"))
 
     @staticmethod
-    def _lost(lost: _LostOwnership) -> Task:
+    def _lost(lost: LostOwnership) -> Task:
         # The new owner stores under the same keys, so nothing of ours is deleted.
         log.warning("task %s: %s; leaving it to the new owner", lost.task.id, lost)
         return lost.task
@@ -749,6 +715,27 @@ class TaskManager(AsyncResource):
 
         self._warm_ups[id(backend)] = asyncio.create_task(run(), name="ffmpeg-tasks-warm-up")
 
+    def _run_context(self) -> RunContext:
+        return RunContext(
+            executor=self.executor,
+            downloader=self.downloader,
+            storage=self.storage,
+            ffprobe_path=self.ffprobe_path,
+            retry=self.retry,
+            upload_concurrency=self.upload_concurrency,
+            timeout=self.timeout,
+            deadline=self.deadline,
+            stall_timeout=self.stall_timeout,
+            max_input_bytes=self.max_input_bytes,
+            worker=self.worker_id,
+            plan=lambda task: plan_task(
+                self.policy, task.commands, task.input_files, task.output_files
+            ),
+            publish=self._bus.publish,
+            update=self._update,
+            warm_up=self._start_warm_up,
+        )
+
     def _make_work_dir(self, task_id: str) -> Path:
         root = self.work_dir
         if root is not None:
@@ -757,15 +744,10 @@ class TaskManager(AsyncResource):
 
     async def _finish(self, task_id: str, status: TaskStatus, **changes: Any) -> Task:
         def mutate(task: Task) -> Task:
-            self._check_owner(task)
-            return task.evolve(status=status, phase=Phase.DONE, finished_at=utcnow(), **changes)
+            check_owner(task, self.worker_id)
+            return finish(task, status, **changes)
 
         return await self._update(task_id, mutate)
-
-    def _check_owner(self, task: Task) -> None:
-        """Raise ``_LostOwnership`` if another worker took the task over (or it ended)."""
-        if task.status is not TaskStatus.RUNNING or task.worker != self.worker_id:
-            raise _LostOwnership(task)
 
     async def _update(self, task_id: str, mutate: Callable[[Task], Task]) -> Task:
         """Compare-and-set loop: apply ``mutate`` to the latest version."""
@@ -785,329 +767,6 @@ class TaskManager(AsyncResource):
                 log.exception("purging expired tasks failed")
 
 
-def _unstarted_cancel(task: Task) -> Task:
-    """``task`` recorded CANCELLED before this run started it."""
-    return task.evolve(
-        status=TaskStatus.CANCELLED,
-        phase=Phase.DONE,
-        finished_at=utcnow(),
-        worker=None,
-        error="cancelled before it started",
-        error_code="cancelled",
-    )
-
-
-def _request_cancel(task: Task) -> Task:
-    if task.status.is_terminal or task.cancel_requested:
-        return task
-    return task.evolve(cancel_requested=True)
-
-
-class _LostOwnership(Exception):
-    """This process no longer owns the task: another worker took it over, or it ended."""
-
-    def __init__(self, task: Task) -> None:
-        super().__init__(f"task {task.id} is now {task.status.value} on {task.worker}")
-        self.task = task
-
-
-_PHASE_WORDS = {
-    Phase.DOWNLOADING: "fetching inputs",
-    Phase.PROCESSING: "running ffmpeg",
-    Phase.UPLOADING: "storing outputs",
-}
-
-
-class _Run:
-    """One execution of one task: download → ffmpeg steps → store."""
-
-    def __init__(self, manager: TaskManager, task: Task, work: Path) -> None:
-        self.m = manager
-        self.task = task
-        self.work = work
-        self.diagnostics: str | None = None
-        self.uploaded: list[str] = []
-        self.attempts: dict[str, int] = {}
-        self.progress: float | None = None
-        self._written: tuple[float | None, int] = (None, 0)
-        self.lost: _LostOwnership | None = None
-        self._main: asyncio.Task[Any] | None = None
-
-    def _publish(self, event: Event) -> None:
-        self.m._bus.publish(event)
-
-    async def _flush(self, **changes: Any) -> None:
-        """Write phase, progress and attempts to the store (skipped if unchanged)."""
-        state = (self.progress, len(self.attempts))
-        if not changes and state == self._written:
-            return
-        self._written = state
-        progress, attempts = self.progress, dict(self.attempts)
-
-        def mutate(t: Task) -> Task:
-            self.m._check_owner(t)
-            return t.evolve(progress=progress, attempts={**t.attempts, **attempts}, **changes)
-
-        self.task = await self.m._update(self.task.id, mutate)
-
-    async def _reporter(self) -> None:
-        while True:
-            await asyncio.sleep(_STORE_PROGRESS_EVERY)
-            try:
-                await self._flush()
-            except _LostOwnership as lost:
-                self.lost = lost
-                if self._main is not None:
-                    self._main.cancel()
-                return
-            except Exception:
-                log.warning("task %s: progress write failed", self.task.id, exc_info=True)
-
-    async def execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
-        self._main = asyncio.current_task()
-        reporter = asyncio.create_task(self._reporter())
-        deadline = self.task.options.get("deadline", self.m.deadline)
-        window = asyncio.timeout(deadline)
-        try:
-            async with window:
-                return await self._execute()
-        except TimeoutError:
-            if not window.expired():
-                raise
-            raise TaskTimeoutError(
-                f"the task's deadline of {deadline:g}s passed while "
-                f"{_PHASE_WORDS.get(self.task.phase, 'running')}"
-            ) from None
-        finally:
-            await cancel_and_wait(reporter)
-
-    async def _execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
-        m = self.m
-        executor = m.executor  # resolve ffmpeg before downloading anything
-        plan = plan_task(
-            m.policy, self.task.commands, self.task.input_files, self.task.output_files
-        )
-        m._start_warm_up(executor)
-        await self._download_all()
-        m._start_warm_up(m.storage)
-        m._start_warm_up(m.downloader)  # for the next task
-        self.progress = 0.0
-        await self._flush(phase=Phase.PROCESSING)
-        timeout = self.task.options.get("timeout", m.timeout)
-        deadline = None if timeout is None else time.monotonic() + float(timeout)
-        dump = StreamDump()
-        out_time: float | None = None
-        for index, step in enumerate(plan.steps):
-            tracker = ProgressTracker(step.timing)
-
-            def on_stderr(line: str, tracker: ProgressTracker = tracker) -> None:
-                tracker.feed_stderr(line)
-                dump.feed(line)
-
-            def on_progress(
-                block: Mapping[str, str], tracker: ProgressTracker = tracker, index: int = index
-            ) -> None:
-                nonlocal out_time
-                snap = tracker.update(block)
-                out_time = snap.out_time if snap.out_time is not None else out_time
-                percent = None
-                if snap.percent is not None:
-                    percent = (index + snap.percent / 100.0) / len(plan.steps) * 100.0
-                    self.progress = round(percent, 2)
-                self._publish(
-                    Event(
-                        EventType.RUNNING,
-                        self.task.id,
-                        percent=percent,
-                        fps=snap.fps,
-                        speed=snap.speed,
-                        eta=snap.eta,
-                        out_time=snap.out_time,
-                        step=index,
-                    )
-                )
-
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            args = ("-progress", "pipe:1", "-nostats", *step.args)
-            result = await executor.run(
-                args,
-                self.work,
-                timeout=remaining,
-                stall_timeout=m.stall_timeout,
-                progress=on_progress,
-                on_stderr=on_stderr,
-            )
-            self.diagnostics = result.stderr_tail
-            if result.returncode != 0:
-                raise diagnose(result.returncode, result.stderr_tail)
-            if index < len(plan.steps) - 1:  # later steps read these: check them as inputs
-                await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
-        files = await asyncio.to_thread(self._collect, plan.outputs, plan.sidecars)
-        self.progress = 100.0
-        await self._flush(phase=Phase.UPLOADING)
-        # ffprobe (and the expect= check) run beside the upload; a failure of either
-        # cancels the other, and the caller discards whatever was stored.
-        stored: list[StoredObject] = []
-        metadata: dict[str, OutputMetadata] = {}
-
-        async def upload() -> None:
-            stored.extend(await self._upload_all(files))
-
-        async def probe() -> None:
-            metadata.update(await self._metadata(files, dump, out_time))
-
-        await _all_or_nothing([upload(), probe()])
-        return stored, metadata
-
-    def _collect(
-        self, outputs: Sequence[str], sidecars: Sequence[str], *, final: bool = True
-    ) -> list[tuple[str, Path]]:
-        """The files to store, each checked to be what its name says (blocking)."""
-        files = collect_outputs(
-            self.work, outputs, sidecars, exclude=self.task.input_files, delete_excluded=final
-        )
-        verify_outputs(files)
-        return files
-
-    def _check_intermediates(self, outputs: Sequence[str], sidecars: Sequence[str]) -> None:
-        """What a step wrote for later steps: an output of its kind, and a safe input."""
-        for name, path in self._collect(outputs, sidecars, final=False):
-            check_file(name, path)
-
-    async def _download_all(self) -> None:
-        await _all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
-        for name in self.task.input_files:
-            await asyncio.to_thread(check_file, name, self.work / name)
-
-    async def _download(self, name: str, url: str) -> None:
-        dest = self.work / name
-
-        def progress(done: int, total: int | None) -> None:
-            self._publish(
-                Event(
-                    EventType.DOWNLOADING,
-                    self.task.id,
-                    name=name,
-                    bytes_done=done,
-                    bytes_total=total,
-                )
-            )
-
-        async def attempt(n: int) -> int:
-            return await self.m.downloader.fetch(
-                url, dest, max_bytes=self.m.max_input_bytes, progress=progress, resume=n > 1
-            )
-
-        await self.m.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
-
-    def _retrying(self, what: str) -> Callable[[int, TaskFailure, float], None]:
-        def on_retry(attempt: int, exc: TaskFailure, wait: float) -> None:
-            log.info(
-                "task %s: %s attempt %d failed (%s); retrying in %.1fs",
-                self.task.id,
-                what,
-                attempt,
-                exc.code,
-                wait,
-            )
-            self.attempts[what] = attempt + 1
-            self._publish(
-                Event(
-                    EventType.RETRYING,
-                    self.task.id,
-                    name=what,
-                    message=f"{exc.code}: attempt {attempt} failed, retrying in {wait:.1f}s",
-                )
-            )
-
-        return on_retry
-
-    async def _upload_all(self, files: Sequence[tuple[str, Path]]) -> list[StoredObject]:
-        slots = asyncio.Semaphore(self.m.upload_concurrency)
-        results: dict[str, StoredObject] = {}
-
-        async def upload(name: str, path: Path) -> None:
-            async with slots:
-                results[name] = await self._upload(name, path)
-
-        await _all_or_nothing(upload(name, path) for name, path in files)
-        return [results[name] for name, _ in files]
-
-    async def _upload(self, name: str, path: Path) -> StoredObject:
-        key = f"{self.task.id}/{name}"
-        content_type = content_type_for(name)
-
-        def progress(done: int, total: int) -> None:
-            self._publish(
-                Event(
-                    EventType.UPLOADING, self.task.id, name=name, bytes_done=done, bytes_total=total
-                )
-            )
-
-        async def attempt(_n: int) -> StoredObject:
-            try:
-                stored = await self.m.storage.put(
-                    path, key, content_type=content_type, progress=progress
-                )
-            except FFmpegTasksError:
-                raise
-            except OSError as exc:
-                raise StorageError(f"could not store {name!r}: {exc.strerror or exc}") from exc
-            return StoredObject(
-                name=name,
-                key=stored.key,
-                uri=stored.uri,
-                url=stored.url,
-                size=stored.size,
-                content_type=content_type,
-            )
-
-        self.uploaded.append(key)  # before the put: a cancelled put may still leave an object
-        return await self.m.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
-
-    async def discard_uploads(self) -> None:
-        """Remove what this run stored, so a failed or cancelled task leaves nothing."""
-        for key in self.uploaded:
-            try:
-                await self.m.storage.delete(key)
-            except Exception:
-                log.warning("task %s: could not delete stored %s", self.task.id, key)
-        self.uploaded.clear()
-
-    async def _metadata(
-        self, files: Sequence[tuple[str, Path]], dump: StreamDump, out_time: float | None
-    ) -> dict[str, OutputMetadata]:
-        """Metadata of the declared outputs (ffprobe, confined by the executor, if found)."""
-        main = [(n, p) for n, p in files if n in self.task.output_files] or list(files[:1])
-        metadata = await probe_outputs(self.m.executor, self.m.ffprobe_path, main, dump, out_time)
-        expect = self.task.options.get("expect")
-        if expect:
-            per_output = all(isinstance(v, Mapping) for v in expect.values())
-            targets = expect if per_output else {self.task.output_filename: expect}
-            for name, bounds in targets.items():
-                check_expectations(metadata, name, bounds)
-        return metadata
-
-
-async def _all_or_nothing(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
-    """Run concurrently; on the first failure cancel the rest and raise that error itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coro in coros:
-                group.create_task(coro)
-    except BaseExceptionGroup as group_error:
-        leaves: list[BaseException] = []
-        stack: list[BaseException] = [group_error]
-        while stack:
-            exc = stack.pop(0)
-            if isinstance(exc, BaseExceptionGroup):
-                stack.extend(exc.exceptions)
-            else:
-                leaves.append(exc)
-        first = next((e for e in leaves if isinstance(e, TaskFailure)), leaves[0])
-        raise first from None
-
-
 def _declared_outputs(
     output_filename: str | None, output_files: Sequence[str] | None
 ) -> tuple[str, ...]:
@@ -1119,21 +778,3 @@ def _declared_outputs(
     if output_filename is None:
         raise InvalidSpecError("output_filename is required", field="output_filename")
     return (output_filename,)
-
-
-def _worker_is_dead(worker: str) -> bool:
-    """True when ``worker`` names a process on this host that no longer exists."""
-    host, _, rest = worker.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False  # this process: its tasks are either in _runners or really stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
