@@ -11,11 +11,8 @@ import asyncio
 import builtins
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import (
     AsyncIterator,
-    Callable,
     Mapping,
     Sequence,
 )
@@ -31,32 +28,26 @@ from .errors import (
     FFmpegTasksError,
     InvalidSpecError,
     InvalidTaskStateError,
-    TaskFailure,
     TaskNotFoundError,
 )
 from .events import Event, EventBus, EventHandler, EventType
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
 from .models import Phase, Task, TaskStatus, new_task_id, utcnow
-from .pipeline import Run, RunContext
+from .pipeline import RunContext
 from .plan import TaskPlan, plan_task
 from .policy import CommandPolicy
 from .retry import RetryPolicy
+from .runner import LocalRuns
 from .spec import SpecLimits, validate_spec
 from .storage.base import Storage
 from .store.base import TaskStore
 from .transitions import (
-    LostOwnership,
-    cancel_unstarted,
-    check_owner,
-    finish,
     interrupted,
     new_worker_id,
     queue,
-    release,
     request_cancel,
     requeue,
-    start,
     worker_is_dead,
 )
 
@@ -126,15 +117,19 @@ class TaskManager(AsyncResource):
         self._bus = EventBus()
         if on_event is not None:
             self._bus.add_handler(on_event)
-        self._task_slots = asyncio.Semaphore(max_concurrent_tasks) if max_concurrent_tasks else None
-        self._runners: dict[str, asyncio.Task[Task]] = {}
+        self._local = LocalRuns(
+            store=lambda: self.store,
+            status=self.status,
+            context=self._run_context,
+            bus=self._bus,
+            worker_id=self.worker_id,
+            work_dir=self.work_dir,
+            max_concurrent=max_concurrent_tasks,
+        )
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
-        self._releasing = False
-        self._release_ids: set[str] = set()
         self._janitor: asyncio.Task[None] | None = None
-        self._warm_ups: dict[int, asyncio.Task[None]] = {}
 
     # -- construction helpers ---------------------------------------------------
 
@@ -236,14 +231,9 @@ class TaskManager(AsyncResource):
         await shielded(self._close())
 
     async def _close(self) -> None:
-        for helper in (self._janitor, *self._warm_ups.values()):
-            if helper is not None:
-                await cancel_and_wait(helper)
-        runners = list(self._runners.values())
-        for runner in runners:
-            runner.cancel()
-        if runners:
-            await asyncio.gather(*runners, return_exceptions=True)
+        if self._janitor is not None:
+            await cancel_and_wait(self._janitor)
+        await self._local.aclose()
         await self._bus.aclose()
         for backend in (self.backend, self._downloader, self._executor, self._storage, self._store):
             if backend is not None:
@@ -260,10 +250,7 @@ class TaskManager(AsyncResource):
         ``cancel()`` of a task by a caller is not affected once it was requested
         before this call.
         """
-        self._releasing = True
-
-    def _should_release(self, task_id: str) -> bool:
-        return self._releasing or task_id in self._release_ids
+        self._local.releasing = True
 
     # -- the public API ---------------------------------------------------------
 
@@ -355,15 +342,15 @@ class TaskManager(AsyncResource):
         job engine decided that); the run is counted in ``task.attempts["run"]``.
         """
         await self._ensure_started()
-        runner = self._start_runner(await self.status(task_id), takeover=takeover)
-        return await self._await_runner(task_id, runner)
+        runner = self._local.start(await self.status(task_id), takeover=takeover)
+        return await self._local.own(task_id, runner)
 
     async def submit(self, task_id: str) -> Task:
         """Start a PENDING task in the background (or enqueue it on the backend); return at once."""
         await self._ensure_started()
         task = await self.status(task_id)
         if self.backend is None:
-            self._start_runner(task)
+            self._local.start(task)
             self._bus.publish(Event(EventType.QUEUED, task_id))
             return await self.status(task_id)
         if task.status is not TaskStatus.PENDING or task.phase is Phase.QUEUED:
@@ -396,7 +383,7 @@ class TaskManager(AsyncResource):
         of the caller propagates; neither touches the task, which keeps running.
         """
         async with asyncio.timeout(timeout):
-            runner = self._runners.get(task_id)
+            runner = self._local.runners.get(task_id)
             if runner is not None:
                 await asyncio.wait([runner])  # never cancels the runner, never raises its end
                 return await self.status(task_id)
@@ -421,13 +408,13 @@ class TaskManager(AsyncResource):
             task = await self.status(task_id)
             if task.status.is_terminal:
                 return task
-            runner = self._runners.get(task_id)
+            runner = self._local.runners.get(task_id)
             if runner is not None:
                 runner.cancel()
                 await asyncio.wait([runner])
                 return await self.status(task_id)
             if task.status is TaskStatus.PENDING:
-                done = await self._cancel_pending(task_id)
+                done = await self._local.cancel_pending(task_id)
                 if done.status is not TaskStatus.CANCELLED:
                     continue  # it started meanwhile
                 if self.backend is not None and task.phase is Phase.QUEUED:
@@ -438,7 +425,7 @@ class TaskManager(AsyncResource):
                     f"task {task_id!r} is running in another process ({task.worker}) and this "
                     "manager has no backend to reach it"
                 )
-            await self._update(task_id, request_cancel)
+            await self._local.update(task_id, request_cancel)
             await self.backend.abort(task)
             async with asyncio.timeout(60):
                 return await self._poll_until_finished(task_id)
@@ -451,20 +438,14 @@ class TaskManager(AsyncResource):
         discarded and the next run starts over.  A task not running here is returned
         as it is.
         """
-        runner = self._runners.get(task_id)
-        if runner is None:
-            return await self.status(task_id)
-        self._release_ids.add(task_id)
-        runner.add_done_callback(lambda _t: self._release_ids.discard(task_id))
-        runner.cancel()
-        await asyncio.wait([runner])  # our caller's cancel propagates; the release goes on
+        await self._local.release_one(task_id)
         return await self.status(task_id)
 
     async def events(self, task_id: str) -> AsyncIterator[Event]:
         """Yield the task's events until it ends (the last one is terminal)."""
         await self.status(task_id)  # TaskNotFoundError early
         remote = self.backend.events(task_id) if self.backend is not None else None
-        if remote is not None and task_id not in self._runners:
+        if remote is not None and task_id not in self._local.runners:
             async for event in remote:
                 yield event
             return
@@ -472,7 +453,7 @@ class TaskManager(AsyncResource):
             yield event
 
     async def _share_event(self, event: Event) -> None:
-        if self.backend is not None and event.task_id in self._runners:
+        if self.backend is not None and event.task_id in self._local.runners:
             await self.backend.publish(event)
 
     def add_event_handler(self, handler: EventHandler) -> None:
@@ -505,7 +486,7 @@ class TaskManager(AsyncResource):
                     "error": str(exc),
                 }
                 report["status"] = "degraded"
-        report["tasks_running_here"] = len(self._runners)
+        report["tasks_running_here"] = len(self._local.runners)
         return report
 
     async def _check_store(self) -> None:
@@ -529,192 +510,6 @@ class TaskManager(AsyncResource):
 
     # -- running ------------------------------------------------------------------
 
-    def _start_runner(self, task: Task, *, takeover: bool = False) -> asyncio.Task[Task]:
-        if task.id in self._runners:
-            raise InvalidTaskStateError(f"task {task.id!r} is already running")
-        allowed = (TaskStatus.PENDING, TaskStatus.RUNNING) if takeover else (TaskStatus.PENDING,)
-        if task.status not in allowed:
-            raise InvalidTaskStateError(
-                f"task {task.id!r} is {task.status.value}; only pending tasks can be executed"
-            )
-        runner = asyncio.create_task(self._run(task.id, takeover), name=f"ffmpeg-task-{task.id}")
-        self._runners[task.id] = runner
-        runner.add_done_callback(lambda _t: self._runners.pop(task.id, None))
-        return runner
-
-    async def _await_runner(self, task_id: str, runner: asyncio.Task[Task]) -> Task:
-        """Await the runner as its owner: cancelling our caller cancels it (and propagates)."""
-        current = asyncio.current_task()
-        assert current is not None
-        before = current.cancelling()
-        try:
-            task = await runner  # a cancel of our caller is passed on to the runner
-        except asyncio.CancelledError:
-            if current.cancelling() > before:
-                raise  # our caller was cancelled: so was the task, which has settled
-            return await self.status(task_id)  # someone called cancel()
-        if current.cancelling() > before:
-            raise asyncio.CancelledError  # the runner ended anyway; our cancel still stands
-        return task
-
-    async def _run(self, task_id: str, takeover: bool = False) -> Task:
-        if self._task_slots is not None:
-            await self._update(task_id, queue)
-            try:
-                await self._task_slots.acquire()
-            except asyncio.CancelledError:
-                if not self._should_release(task_id):
-                    await shielded(self._cancel_pending(task_id))
-                raise
-            try:
-                return await self._pipeline(task_id, takeover)
-            finally:
-                self._task_slots.release()
-        return await self._pipeline(task_id, takeover)
-
-    async def _cancel_pending(self, task_id: str) -> Task:
-        """Record CANCELLED for a task that has not started; return the task as it is."""
-
-        def mutate(task: Task) -> Task:
-            if task.status is not TaskStatus.PENDING:
-                return task
-            return cancel_unstarted(task)
-
-        task = await self._update(task_id, mutate)
-        if task.status is TaskStatus.CANCELLED:
-            self._bus.publish(Event(EventType.CANCELLED, task_id, task=task))
-        return task
-
-    async def _pipeline(self, task_id: str, takeover: bool = False) -> Task:
-        task = await self.status(task_id)
-        if task.status is not TaskStatus.PENDING and not (
-            takeover and task.status is TaskStatus.RUNNING
-        ):
-            raise InvalidTaskStateError(f"task {task_id!r} is {task.status.value}, not pending")
-        if task.cancel_requested:  # cancelled while a job engine was moving it
-            return await self._finish_unstarted_cancel(task)
-        running = start(task, self.worker_id)
-        if not await self.store.replace(task, running):
-            raise InvalidTaskStateError(f"task {task_id!r} was started by someone else")
-        self._bus.publish(Event(EventType.STARTED, task_id))
-        work = await asyncio.to_thread(self._make_work_dir, task_id)
-        run = Run(self._run_context(), running, work)
-        try:
-            try:
-                outputs, metadata = await run.execute()
-            finally:
-                await shielded(asyncio.to_thread(shutil.rmtree, work, True))
-            final = await self._finish(
-                task_id,
-                TaskStatus.COMPLETED,
-                outputs=outputs,
-                metadata=metadata,
-                progress=100.0,
-                attempts={**running.attempts, **run.attempts},
-                diagnostics=run.diagnostics,
-            )
-        except LostOwnership as lost:
-            return self._lost(lost)
-        except asyncio.CancelledError:
-            if run.lost is not None:  # the reporter saw a takeover and stopped us
-                current = asyncio.current_task()
-                if current is not None and current.uncancel() > 0:
-                    raise  # cancelled by someone else too
-                return self._lost(run.lost)
-
-            async def record_cancel() -> None:
-                await run.discard_uploads()
-                if self._should_release(task_id):
-                    await self._release(task_id)
-                    return
-                try:
-                    final = await self._finish(
-                        task_id,
-                        TaskStatus.CANCELLED,
-                        error="cancelled",
-                        error_code="cancelled",
-                        diagnostics=run.diagnostics,
-                        attempts={**running.attempts, **run.attempts},
-                    )
-                except LostOwnership:
-                    return
-                self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
-
-            await shielded(record_cancel())  # all of it, even if cancelled again meanwhile
-            raise
-        except Exception as exc:
-            if isinstance(exc, TaskFailure):
-                message, code = exc.message, exc.code
-            else:
-                log.exception("task %s failed unexpectedly", task_id)
-                message, code = f"internal error ({type(exc).__name__})", "internal_error"
-
-            async def record_failure() -> Task:
-                await run.discard_uploads()
-                final = await self._finish(
-                    task_id,
-                    TaskStatus.FAILED,
-                    error=message,
-                    error_code=code,
-                    diagnostics=run.diagnostics,
-                    attempts={**running.attempts, **run.attempts},
-                )
-                self._bus.publish(Event(EventType.FAILED, task_id, message=message, task=final))
-                return final
-
-            try:  # a cancel that arrives meanwhile propagates once the failure is recorded
-                return await shielded(record_failure())
-            except LostOwnership as lost:
-                return self._lost(lost)
-        self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
-        return final
-
-    async def _finish_unstarted_cancel(self, task: Task) -> Task:
-        done = cancel_unstarted(task)
-        if not await self.store.replace(task, done):
-            raise InvalidTaskStateError(f"task {task.id!r} was started by someone else")
-        self._bus.publish(Event(EventType.CANCELLED, task.id, task=done))
-        return done
-
-    async def _release(self, task_id: str) -> None:
-        """Put a task this process was running back to PENDING (queued)."""
-
-        def mutate(task: Task) -> Task:
-            check_owner(task, self.worker_id)
-            return release(task)
-
-        try:
-            await self._update(task_id, mutate)
-        except LostOwnership:
-            return
-        self._bus.publish(Event(EventType.QUEUED, task_id, message="released by a shutdown"))
-
-    @staticmethod
-    def _lost(lost: LostOwnership) -> Task:
-        # The new owner stores under the same keys, so nothing of ours is deleted.
-        log.warning("task %s: %s; leaving it to the new owner", lost.task.id, lost)
-        return lost.task
-
-    def _start_warm_up(self, backend: object) -> None:
-        """Once per backend, in the background: its optional ``warm_up()``.
-
-        A run calls this for the executor as it starts downloading, and for the
-        storage and the downloader as ffmpeg starts, so one-time setup (the sandbox
-        self-test, the S3 client) overlaps work instead of delaying it.  Failures
-        are only logged: the real call reports them.
-        """
-        warm_up = getattr(backend, "warm_up", None)
-        if not callable(warm_up) or id(backend) in self._warm_ups:
-            return
-
-        async def run() -> None:
-            try:
-                await warm_up()
-            except Exception as exc:
-                log.debug("warm-up of %r failed: %r", backend, exc)
-
-        self._warm_ups[id(backend)] = asyncio.create_task(run(), name="ffmpeg-tasks-warm-up")
-
     def _run_context(self) -> RunContext:
         return RunContext(
             executor=self.executor,
@@ -732,31 +527,9 @@ class TaskManager(AsyncResource):
                 self.policy, task.commands, task.input_files, task.output_files
             ),
             publish=self._bus.publish,
-            update=self._update,
-            warm_up=self._start_warm_up,
+            update=self._local.update,
+            warm_up=self._local.warm_up,
         )
-
-    def _make_work_dir(self, task_id: str) -> Path:
-        root = self.work_dir
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"ffmpeg-tasks-{task_id[:12]}-", dir=root))
-
-    async def _finish(self, task_id: str, status: TaskStatus, **changes: Any) -> Task:
-        def mutate(task: Task) -> Task:
-            check_owner(task, self.worker_id)
-            return finish(task, status, **changes)
-
-        return await self._update(task_id, mutate)
-
-    async def _update(self, task_id: str, mutate: Callable[[Task], Task]) -> Task:
-        """Compare-and-set loop: apply ``mutate`` to the latest version."""
-        for _ in range(100):
-            task = await self.status(task_id)
-            new = mutate(task)
-            if new is task or await self.store.replace(task, new):
-                return new
-        raise InvalidTaskStateError(f"task {task_id!r} keeps changing under us")
 
     async def _purge_loop(self, retention: float) -> None:
         while True:

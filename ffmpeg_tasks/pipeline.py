@@ -8,7 +8,11 @@ status; a run only reports progress through ``update`` and raises when it fails.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ._lifecycle import cancel_and_wait
+from ._lifecycle import cancel_and_wait, shielded
 from .diagnose import diagnose
 from .downloader.base import Downloader
 from .errors import FFmpegTasksError, StorageError, TaskFailure, TaskTimeoutError
@@ -40,6 +44,25 @@ __all__ = ["Run", "RunContext", "all_or_nothing"]
 log = logging.getLogger("ffmpeg_tasks")
 
 STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
+
+
+def work_dir_path(root: Path | None, task_id: str) -> Path:
+    """Where one run's private directory goes: a new name under ``root`` (default: temp)."""
+    base = root if root is not None else Path(tempfile.gettempdir())
+    return base / f"ffmpeg-tasks-{task_id[:12]}-{secrets.token_hex(4)}"
+
+
+def make_work_dir(path: Path) -> None:
+    """Create ``path`` for this run only (blocking); errors name no host path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise TaskFailure(
+            f"cannot create the task's work dir: {exc.strerror or type(exc).__name__}",
+            code="disk_full" if full else "failed",
+        ) from None
 
 
 @attrs.frozen
@@ -77,10 +100,13 @@ _PHASE_WORDS = {
 class Run:
     """One execution of one task: download → ffmpeg steps → store."""
 
-    def __init__(self, ctx: RunContext, task: Task, work: Path) -> None:
+    #: The run's private work dir, made by :meth:`execute` and removed when it ends.
+    work: Path
+
+    def __init__(self, ctx: RunContext, task: Task, work_root: Path | None = None) -> None:
         self.ctx = ctx
         self.task = task
-        self.work = work
+        self.work_root = work_root
         self.diagnostics: str | None = None
         self.uploaded: list[str] = []
         self.attempts: dict[str, int] = {}
@@ -124,8 +150,10 @@ class Run:
         reporter = asyncio.create_task(self._reporter())
         deadline = self.task.options.get("deadline", self.ctx.deadline)
         window = asyncio.timeout(deadline)
+        self.work = work_dir_path(self.work_root, self.task.id)
         try:
             async with window:
+                await shielded(asyncio.to_thread(make_work_dir, self.work))
                 return await self._execute()
         except TimeoutError:
             if not window.expired():
@@ -136,6 +164,8 @@ class Run:
             ) from None
         finally:
             await cancel_and_wait(reporter)
+            # even if the mkdir was cut short by a cancel: its thread may have finished
+            await shielded(asyncio.to_thread(shutil.rmtree, self.work, True))
 
     async def _execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
         m = self.ctx

@@ -236,6 +236,13 @@ async def test_cancel_while_others_wait_and_execute(
     assert_clean(tmp_path)
 
 
+async def until_cancelling(runner: asyncio.Task[Any]) -> None:
+    """Wait (at most 10 s) until someone has asked ``runner`` to stop."""
+    async with asyncio.timeout(10):
+        while not runner.cancelling():
+            await asyncio.sleep(0.001)
+
+
 async def test_cancel_whose_own_caller_is_cancelled_propagates_and_still_cancels(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
@@ -243,10 +250,9 @@ async def test_cancel_whose_own_caller_is_cancelled_propagates_and_still_cancels
         task_id = await slow_task(tm, media_server)
         await tm.submit(task_id)
         await until_processing(tm, task_id)
-        runner = tm._runners[task_id]
+        runner = tm._local.runners[task_id]
         canceller = asyncio.create_task(tm.cancel(task_id))
-        while not runner.cancelling():  # until it has asked the runner to stop
-            await asyncio.sleep(0)
+        await until_cancelling(runner)  # until it has asked the runner to stop
         canceller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await canceller
@@ -392,10 +398,9 @@ async def test_a_cancelled_aclose_still_settles_the_tasks_and_closes_the_backend
     task_id = await slow_task(tm, media_server)
     await tm.submit(task_id)
     await until_processing(tm, task_id)
-    runner = tm._runners[task_id]
+    runner = tm._local.runners[task_id]
     closer = asyncio.create_task(tm.aclose())
-    while not runner.cancelling():
-        await asyncio.sleep(0)
+    await until_cancelling(runner)
     closer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closer

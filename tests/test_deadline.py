@@ -117,3 +117,16 @@ async def test_the_deadline_travels_with_the_task(tmp_path: Path) -> None:
     ) as worker:
         done = await worker.execute(task.id)
     assert_timed_out(done, "1.5", "running ffmpeg", tmp_path)
+
+
+async def test_a_work_dir_that_cannot_be_made_fails_the_task_cleanly(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    async with TaskManager(
+        storage=MemoryStorage(), work_dir=blocker / "work", executor=LocalExecutor(sandbox="off")
+    ) as tm:
+        task = await tm.run("-f lavfi -i testsrc=d=1 -c:v libx264 out.mp4", {}, "out.mp4")
+    assert task.status is TaskStatus.FAILED  # not left RUNNING
+    assert task.error_code == "failed"
+    assert task.error == "cannot create the task's work dir: Not a directory"
+    assert str(tmp_path) not in (task.error or "")
