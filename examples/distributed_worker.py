@@ -29,8 +29,8 @@ from aiohttp import web
 
 from ffmpeg_tasks import HttpDownloader, LocalStorage, S3Storage, Storage, TaskManager, find_ffmpeg
 from ffmpeg_tasks.backends import SaqBackend
+from ffmpeg_tasks.backends.saq_worker import run_worker
 from ffmpeg_tasks.store import RedisTaskStore
-from ffmpeg_tasks.worker import run_worker
 
 QUEUE = "ffmpeg_tasks_demo"
 COMMAND = "-i input.mp4 -vf scale=320:-2 -c:v libx264 -preset veryfast -c:a aac output.mp4"

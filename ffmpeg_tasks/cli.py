@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(func=_cmd_health)
 
     try:
-        from .worker import add_worker_parser
+        from .backends.saq_worker import add_worker_parser
     except ImportError:  # the worker extra (saq) is not installed
         pass
     else:

@@ -210,7 +210,7 @@ class TaskManager(AsyncResource):
                 return
             await self.recover()
             if self.backend is not None:
-                await self.backend.start(self)
+                await self.backend.start(self.store)
                 self._bus.add_handler(self._share_event)
             if self.retention is not None:
                 self._janitor = asyncio.create_task(self._purge_loop(self.retention))

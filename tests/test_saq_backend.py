@@ -29,8 +29,8 @@ from ffmpeg_tasks import (
     TaskStatus,
 )
 from ffmpeg_tasks.backends import SaqBackend, job_key
+from ffmpeg_tasks.backends.saq_worker import MANAGER_KEY, add_worker_parser, run_task, worker_main
 from ffmpeg_tasks.store import PostgresTaskStore, RedisTaskStore
-from ffmpeg_tasks.worker import MANAGER_KEY, add_worker_parser, run_task, worker_main
 
 from .servers import MediaServer, MotoS3Server
 from .worker_proc import descendants, spawn_helper, stop, wait_all_gone

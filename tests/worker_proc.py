@@ -23,8 +23,8 @@ from typing import Any, Literal, cast
 
 from ffmpeg_tasks import HttpDownloader, LocalExecutor, LocalStorage, S3Storage, TaskManager
 from ffmpeg_tasks.backends.saq import SaqBackend, make_queue
+from ffmpeg_tasks.backends.saq_worker import run_worker
 from ffmpeg_tasks.store import PostgresTaskStore, RedisTaskStore, SQLiteTaskStore
-from ffmpeg_tasks.worker import run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,23 +8,29 @@ job engine and worker processes run the same pipeline against a shared task stor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..events import Event
 from ..models import Task
-
-if TYPE_CHECKING:
-    from ..manager import TaskManager
+from ..store.base import TaskStore
 
 __all__ = ["Backend"]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """A job engine adapter.  Small on purpose, so that arq or Celery can follow."""
+    """A job engine adapter.  Small on purpose, so that arq or Celery can follow.
 
-    async def start(self, manager: TaskManager) -> None:
-        """Connect; called once when the manager starts."""
+    It never sees the manager: it gets the shared task store at ``start``, and its
+    workers run tasks through a manager of their own (see ``backends/saq_worker.py``).
+    """
+
+    async def start(self, store: TaskStore) -> None:
+        """Connect; called once when the manager starts, with the task store it shares.
+
+        A backend changes a stored task only through :mod:`ffmpeg_tasks.transitions`
+        and the store's compare-and-set ``replace``.
+        """
         ...
 
     async def enqueue(self, task: Task) -> None:

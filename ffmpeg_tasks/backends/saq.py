@@ -5,7 +5,7 @@
         task = await manager.register(...)
         await manager.submit(task.id)          # enqueues job "ffmpeg_tasks.run_task"
 
-Workers run :func:`ffmpeg_tasks.worker.run_worker` on the same queue and store.
+Workers run :func:`ffmpeg_tasks.backends.saq_worker.run_worker` on the same queue and store.
 
 One saq job per task, keyed ``ffmpeg-task:<task id>`` so enqueueing twice is
 harmless.  The job function beats the job's heartbeat while the task runs; when a
@@ -28,16 +28,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from .. import transitions
 from .._lifecycle import AsyncResource, cancel_and_wait
 from ..errors import ConfigurationError, InvalidTaskStateError
 from ..events import Event, EventType
 from ..models import Phase, Task, TaskStatus
+from ..store.base import TaskStore
 
 if TYPE_CHECKING:
     import saq
     from redis.asyncio import Redis
 
-    from ..manager import TaskManager
 
 __all__ = ["JOB_FUNCTION", "SaqBackend", "job_key", "make_queue"]
 
@@ -133,7 +134,7 @@ class SaqBackend(AsyncResource):
         self.poll_interval = poll_interval
         self.abort_wait = abort_wait
         self.requeue_on_start = requeue_on_start
-        self._manager: TaskManager | None = None
+        self._store: TaskStore | None = None
         self._redis: Redis | None = getattr(self.queue, "redis", None)
         self._outbox: asyncio.Queue[Event] | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -150,23 +151,23 @@ class SaqBackend(AsyncResource):
 
     # -- Backend protocol -------------------------------------------------------
 
-    async def start(self, manager: TaskManager) -> None:
+    async def start(self, store: TaskStore) -> None:
         """Connect the queue, then enqueue tasks that should be queued but may have no job.
 
         Those are PENDING tasks in phase QUEUED (an enqueue lost to a crash) and
         PENDING tasks that already ran (put back by ``recover()`` with
         ``on_interrupted="requeue"``).  Enqueueing is idempotent, so this is safe.
         """
-        self._manager = manager
+        self._store = store
         await self.connect()
         if not self.requeue_on_start:
             return
-        for task in await manager.store.list(TaskStatus.PENDING):
+        for task in await store.list(TaskStatus.PENDING):
             if task.phase is Phase.QUEUED:
                 await self.enqueue(task)
             elif task.attempts.get("run", 0) > 0:
-                queued = task.evolve(phase=Phase.QUEUED)
-                if await manager.store.replace(task, queued):
+                queued = transitions.queue(task)
+                if await store.replace(task, queued):
                     log.info("re-enqueueing interrupted task %s", task.id)
                     await self.enqueue(queued)
 
@@ -278,9 +279,9 @@ class SaqBackend(AsyncResource):
     # -- internals ----------------------------------------------------------------
 
     async def _task(self, task_id: str) -> Task | None:
-        if self._manager is None:
+        if self._store is None:
             return None
-        return await self._manager.store.get(task_id)
+        return await self._store.get(task_id)
 
     async def _send_loop(self) -> None:
         assert self._outbox is not None

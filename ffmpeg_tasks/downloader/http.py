@@ -32,15 +32,13 @@ DownloadError with code ``url_not_allowed``, ``invalid_url``, ``too_many_redirec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import errno
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -59,6 +57,7 @@ from ..errors import (
     DownloadTimeoutError,
     DownloadTooLargeError,
 )
+from ._partfile import LocalIOError, PartWriter, local, part_size, unlink
 from .addresses import AddressFilter, check_host, is_public_address, parse_ip
 from .base import DownloadProgress
 
@@ -71,8 +70,6 @@ GiB = 1024 * MiB
 DEFAULT_USER_AGENT = f"ffmpeg-tasks/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _OK = frozenset({200, 203})
-_WRITE_BATCH = 1 * MiB
-_T = TypeVar("_T")
 _EVERY_ORIGIN = frozenset({"user-agent", "accept-encoding"})  # other headers: first origin only
 
 
@@ -123,80 +120,6 @@ class AddressFilteringResolver(AbstractResolver):
     async def close(self) -> None:
         """Close the wrapped resolver."""
         await self._inner.close()
-
-
-class _LocalIOError(Exception):
-    """A local file operation failed (full disk, missing directory …)."""
-
-    def __init__(self, path: Path, error: OSError) -> None:
-        # The file's name only: the message reaches the task's caller, the work dir's
-        # host path must not (the OSError, with the path, stays as the cause).
-        name = path.name.removesuffix(".part")
-        super().__init__(f"cannot write {name!r}: {error.strerror or type(error).__name__}")
-        self.errno = error.errno
-
-
-async def _local(path: Path, fn: Callable[..., _T], *args: Any) -> _T:
-    """Run a file operation on ``path`` in a thread; OSError becomes _LocalIOError."""
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except OSError as exc:
-        raise _LocalIOError(path, exc) from exc
-
-
-class _PartWriter:
-    """Appends chunks to a file from worker threads, about 1 MiB per thread hop.
-
-    The first hop opens the file and the last one closes it, so a small body costs
-    a single hop.  Hops run one after another, also when a cancelled one is still
-    running in its thread as the abort starts.
-    """
-
-    def __init__(self, path: Path, *, append: bool) -> None:
-        self._path = path
-        self._mode = "ab" if append else "wb"
-        self._file: IO[bytes] | None = None
-        self._buffer = bytearray()
-        self._closed = False
-        self._hop_done: asyncio.Future[None] | None = None
-
-    async def write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        if len(self._buffer) >= _WRITE_BATCH:
-            await self._hop(close=False)
-
-    async def close(self) -> None:
-        """Write what is buffered and close (creating the file if nothing came)."""
-        if not self._closed:
-            self._closed = True
-            await self._hop(close=True)
-
-    async def abort(self) -> None:
-        """Write what is buffered (it is valid data, useful for resume) and close."""
-        with contextlib.suppress(_LocalIOError):
-            await self.close()
-
-    async def _hop(self, *, close: bool) -> None:
-        previous = self._hop_done
-        if previous is not None:
-            if not previous.done():
-                await asyncio.wait({previous})  # a cancelled hop's thread is still writing
-            if not previous.cancelled():
-                previous.exception()  # mark its error seen: its caller was cancelled
-        data, self._buffer = bytes(self._buffer), bytearray()
-        self._hop_done = asyncio.ensure_future(_local(self._path, self._write, data, close))
-        await asyncio.shield(self._hop_done)
-
-    def _write(self, data: bytes, close: bool) -> None:
-        if self._file is None:
-            self._file = open(self._path, self._mode)  # noqa: SIM115 - closed below
-        try:
-            if data:
-                self._file.write(data)
-        finally:
-            if close:
-                file, self._file = self._file, None
-                file.close()
 
 
 class HttpDownloader(AsyncResource):
@@ -462,14 +385,14 @@ class _Fetch:
             ) from None
         # Without resume, an old .part file is truncated by the first write (or
         # removed below if this attempt fails first).
-        offset = await asyncio.to_thread(_part_size, self.part) if resume else 0
+        offset = await asyncio.to_thread(part_size, self.part) if resume else 0
         self.keep_part = offset > 0  # a resumable partial file from an earlier attempt
         try:
             return await self._hops(target, offset)
         except BaseException as exc:
             transient = isinstance(exc, DownloadError) and exc.transient
             if not (transient and self.keep_part):
-                await asyncio.to_thread(_unlink, self.part)
+                await asyncio.to_thread(unlink, self.part)
             raise
 
     async def _hops(self, target: URL, offset: int) -> int:
@@ -502,12 +425,12 @@ class _Fetch:
                         total = (_content_range(resp.headers.get("Content-Range")) or (0, None))[1]
                         if total == offset:
                             return await self._finish(offset)
-                        await asyncio.to_thread(_unlink, self.part)
+                        await asyncio.to_thread(unlink, self.part)
                         offset = 0
                         self.keep_part = False
                         continue
                     return await self._receive(resp, offset)
-            except _LocalIOError as exc:
+            except LocalIOError as exc:
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 code: ErrorCode = "disk_full" if full else "write_failed"
                 raise DownloadError(f"{self.where}: {exc}", url=self.url, code=code) from exc
@@ -608,7 +531,7 @@ class _Fetch:
                 f"{shown}: {total} bytes is over the limit of {self.cap} bytes", url=self.url
             )
         ranges = resp.status == 206 or resp.headers.get("Accept-Ranges", "").lower() == "bytes"
-        writer = _PartWriter(self.part, append=offset > 0)
+        writer = PartWriter(self.part, append=offset > 0)
         done = offset
         loop = asyncio.get_running_loop()
         window_start, window_bytes = loop.time(), done
@@ -645,16 +568,5 @@ class _Fetch:
         return await self._finish(done)
 
     async def _finish(self, size: int) -> int:
-        await _local(self.dest, os.replace, self.part, self.dest)
+        await local(self.dest, os.replace, self.part, self.dest)
         return size
-
-
-def _part_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 One client serves the storage's whole life: it is created on first use and closed by
 :meth:`S3Storage.aclose` (or ``async with``).  Files up to ``multipart_threshold`` go up
 in one PutObject; larger ones as a multipart upload sent ``max_concurrency`` parts at a
-time.  Bodies are streamed from the file 256 KiB at a time (see :class:`_FileSlice`:
+time.  Bodies are streamed from the file 256 KiB at a time (see :class:`FileSlice`:
 page-cached chunks are read without blocking, the rest in a thread), so memory stays
 flat whatever the file or part size.
 A failed or cancelled multipart upload is aborted, so no partial object and no pending
@@ -20,20 +20,14 @@ a Content-MD5.  Providers that refuse checksums are handled in :mod:`._s3compat`
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import io
 import logging
 import os
-import stat
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-import aiohttp.payload
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
@@ -49,6 +43,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError, StorageError
 from . import _s3compat
+from ._s3body import INLINE_BODY, FileSlice, SourceChanged, digests_of, open_small
 from .base import StoredFile, UploadProgress
 from .content_types import is_browser_renderable
 
@@ -78,184 +73,6 @@ _TRANSIENT_CODES = frozenset(
         "TooManyRequests",
     }
 )
-
-
-class _SourceChanged(Exception):
-    """The local file changed size during the upload."""
-
-
-_HASH_BLOCK = 1 * MiB
-
-
-def _digests_of(path: Path, offset: int, length: int, *, md5: bool, crc32: bool) -> dict[str, str]:
-    """Request checksum parameters for ``length`` bytes at ``offset``, in one read.
-
-    Runs in a thread, 1 MiB at a time (``zlib.crc32`` and ``hashlib`` release the GIL
-    on blocks that large).
-    """
-    digest = hashlib.md5(usedforsecurity=False) if md5 else None
-    crc = 0
-    buffer = bytearray(min(_HASH_BLOCK, length) or 1)
-    view = memoryview(buffer)
-    read = 0
-    with path.open("rb", buffering=0) as f:
-        f.seek(offset)
-        while read < length:
-            n = f.readinto(view[: min(len(view), length - read)])
-            if not n:
-                break
-            if digest is not None:
-                digest.update(view[:n])
-            if crc32:
-                crc = zlib.crc32(view[:n], crc)
-            read += n
-    if read != length:
-        raise _SourceChanged(
-            f"{path} shrank while uploading: expected {length} bytes at offset {offset}, "
-            f"read {read}"
-        )
-    return _sum_params(digest.digest() if digest is not None else None, crc if crc32 else None)
-
-
-def _sum_params(md5: bytes | None, crc32: int | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if md5 is not None:
-        out["ContentMD5"] = base64.b64encode(md5).decode("ascii")
-    if crc32 is not None:
-        out["ChecksumCRC32"] = base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
-    return out
-
-
-def _open_small(
-    path: Path, limit: int, *, md5: bool, crc32: bool
-) -> tuple[int, bytes | None, dict[str, str]]:
-    """The size of regular file ``path``; also its bytes and checksums if at most ``limit``.
-
-    One thread hop for a small output (stat, read, hash): it is then sent from
-    memory, which costs less than a file body.  Opened non-blocking, so a path that
-    became a FIFO cannot hang the thread.
-    """
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError(f"cannot upload {path}: not a regular file")
-    if st.st_size > limit:
-        return st.st_size, None, {}
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb", buffering=0) as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StorageError(f"cannot upload {path}: not a regular file")
-        data = f.read(limit + 1)
-        if len(data) > limit:  # grew since the stat: send it as a file
-            return os.fstat(fd).st_size, None, {}
-    return (
-        len(data),
-        data,
-        _sum_params(
-            hashlib.md5(data, usedforsecurity=False).digest() if md5 else None,
-            zlib.crc32(data) if crc32 else None,
-        ),
-    )
-
-
-_CHUNK = 256 * 1024
-_INLINE_BODY = _CHUNK  # files up to this size are read whole and sent from memory
-_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-
-
-class _FileSlice(aiohttp.payload.Payload):
-    """Bytes ``[offset, offset + length)`` of a file as an aiohttp request body.
-
-    Sent 256 KiB at a time, so a part is never in memory whole.  A chunk already in
-    the page cache (the usual case: ffmpeg just wrote the file) is read on the event
-    loop with ``preadv2(RWF_NOWAIT)``, which returns at once or fails with EAGAIN,
-    never blocking; only the rest goes to a worker thread.  That avoids a thread hop
-    per chunk and the GIL hand-offs that come with it.  botocore sees a seekable
-    stream (``seek``/``tell``/``read``) and rewinds it for a retry.  aiohttp's
-    ``close()`` leaves the file open for such a retry: :meth:`release` closes it.
-    """
-
-    def __init__(self, path: Path, offset: int, length: int) -> None:
-        super().__init__(None, content_type="application/octet-stream")
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self.closed = False
-        have = os.fstat(self._fd).st_size
-        if have < offset + length:
-            self.release()
-            raise _SourceChanged(
-                f"{path} shrank while uploading: {have} bytes, expected at least {offset + length}"
-            )
-        self._start = offset
-        self._length = length
-        self._pos = 0
-        self._nowait = _RWF_NOWAIT is not None
-
-    @property
-    def size(self) -> int:
-        return self._length
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        """Blocking read (for botocore, should it read the body itself)."""
-        left = self._length - self._pos
-        want = left if size is None or size < 0 else min(size, left)
-        data = bytes(self._pread(want, nowait=False))
-        self._pos += len(data)
-        return data
-
-    def _pread(self, want: int, *, nowait: bool) -> bytes | memoryview:
-        if want <= 0:
-            return b""
-        where = self._start + self._pos
-        if nowait:  # straight into a fresh buffer, handed to the transport as it is
-            buffer = bytearray(want)
-            got = os.preadv(self._fd, [buffer], where, _RWF_NOWAIT or 0)
-            return memoryview(buffer)[:got]
-        data = os.pread(self._fd, want, where)
-        if not data:
-            raise _SourceChanged(f"file shrank while uploading: nothing at offset {where}")
-        return data
-
-    async def _next_chunk(self) -> bytes | memoryview:
-        want = min(_CHUNK, self._length - self._pos)
-        data: bytes | memoryview = b""
-        if self._nowait:
-            try:
-                data = self._pread(want, nowait=True)
-            except BlockingIOError:  # not (all) in the page cache
-                pass
-            except OSError:  # RWF_NOWAIT unsupported here: threads from now on
-                self._nowait = False
-        if not data:
-            data = await asyncio.to_thread(self._pread, want, nowait=False)
-        self._pos += len(data)
-        return data
-
-    async def write(self, writer: Any) -> None:
-        self._pos = 0
-        while self._pos < self._length:
-            await writer.write(await self._next_chunk())
-
-    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        await self.write(writer)
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a file body is not text")
-
-    async def close(self) -> None:
-        """Called by aiohttp after each send; the file stays open for a retry."""
-
-    def release(self) -> None:
-        """Close the file."""
-        if not self.closed:
-            self.closed = True
-            os.close(self._fd)
 
 
 def _error_code(exc: ClientError) -> tuple[str, int | None, str]:
@@ -490,7 +307,7 @@ class S3Storage(AsyncResource):
             return StorageError(f"{action} {where} failed: no usable AWS credentials ({exc})")
         if isinstance(exc, BotoCoreError):
             return StorageError(f"{action} {where} failed: {exc}")
-        if isinstance(exc, _SourceChanged):
+        if isinstance(exc, SourceChanged):
             return StorageError(f"{action} {where} failed: {exc}")
         if isinstance(exc, OSError):
             return StorageError(f"{action} {where} failed: cannot read local file ({exc})")
@@ -512,7 +329,7 @@ class S3Storage(AsyncResource):
             client = await self._get_client()  # first: a closed storage says so
             crc32, md5 = self._crc32, self.content_md5
             size, data, sums = await asyncio.get_running_loop().run_in_executor(
-                self._hasher, lambda: _open_small(Path(path), _INLINE_BODY, md5=md5, crc32=crc32)
+                self._hasher, lambda: open_small(Path(path), INLINE_BODY, md5=md5, crc32=crc32)
             )
             if data is None and size > self.multipart_threshold:
                 await self._put_multipart(
@@ -567,9 +384,7 @@ class S3Storage(AsyncResource):
         )
         return url
 
-    async def _body(
-        self, path: Path, offset: int, length: int
-    ) -> tuple[_FileSlice, dict[str, str]]:
+    async def _body(self, path: Path, offset: int, length: int) -> tuple[FileSlice, dict[str, str]]:
         """A request body and its ``ChecksumCRC32`` / ``ContentMD5`` parameters.
 
         Made in one hop to the hasher thread: one thread hashes for all parts in
@@ -579,9 +394,9 @@ class S3Storage(AsyncResource):
         crc32 = self._crc32
         md5 = self.content_md5
 
-        def make() -> tuple[_FileSlice, dict[str, str]]:
-            sums = _digests_of(path, offset, length, md5=md5, crc32=crc32) if crc32 or md5 else {}
-            return _FileSlice(path, offset, length), sums
+        def make() -> tuple[FileSlice, dict[str, str]]:
+            sums = digests_of(path, offset, length, md5=md5, crc32=crc32) if crc32 or md5 else {}
+            return FileSlice(path, offset, length), sums
 
         return await asyncio.get_running_loop().run_in_executor(self._hasher, make)
 
@@ -616,7 +431,7 @@ class S3Storage(AsyncResource):
         self,
         client: Any,
         full_key: str,
-        body: bytes | _FileSlice,
+        body: bytes | FileSlice,
         sums: dict[str, str],
         content_type: str,
     ) -> None:
