@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .backends.base import Backend
 from .downloader import Downloader, FakeDownloader, HttpDownloader
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
@@ -27,7 +28,7 @@ from .manager import TaskManager
 from .metadata import OutputMetadata, StreamMetadata
 from .models import Phase, StoredObject, Task, TaskStatus
 from .plan import TaskPlan
-from .policy import CommandPlan, CommandPolicy
+from .policy import CommandLimits, CommandPlan, CommandPolicy
 from .retry import RetryPolicy
 from .spec import SpecLimits
 from .storage import LocalStorage, MemoryStorage, Storage, StoredFile
@@ -37,10 +38,14 @@ if TYPE_CHECKING:
     from .backends.saq import SaqBackend
     from .progressbar import PlainBar, follow
     from .storage.s3 import S3Storage
+    from .store.postgres import PostgresTaskStore
+    from .store.redis import RedisTaskStore
     from .webhooks import Webhook, verify_signature
 
 _LAZY = {
     "S3Storage": ".storage.s3",
+    "RedisTaskStore": ".store.redis",
+    "PostgresTaskStore": ".store.postgres",
     "SaqBackend": ".backends.saq",
     "Webhook": ".webhooks",
     "verify_signature": ".webhooks",
@@ -59,6 +64,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     *_errors_all,
+    "Backend",
+    "CommandLimits",
     "CommandPlan",
     "CommandPolicy",
     "Downloader",
@@ -76,6 +83,8 @@ __all__ = [
     "OutputMetadata",
     "Phase",
     "PlainBar",
+    "PostgresTaskStore",
+    "RedisTaskStore",
     "ResourceLimits",
     "RetryPolicy",
     "S3Storage",

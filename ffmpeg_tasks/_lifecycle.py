@@ -6,9 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class WarmUp(Protocol):
+    """A backend with one-time setup worth starting before it is needed.
+
+    The sandbox self-test, the S3 client's service model: a run starts these in the
+    background while it does something else (see ``runner.LocalRuns.warm_up``).
+    """
+
+    async def warm_up(self) -> None: ...
 
 
 async def run_to_end(aw: Awaitable[T]) -> asyncio.Future[T]:

@@ -312,10 +312,9 @@ class TaskManager(AsyncResource):
         commands = (command,) if isinstance(command, str) else tuple(command)
         outputs = _declared_outputs(output_filename, output_files)
         validate_spec(commands, input_files, outputs, self.limits)
-        binary: str | None
         try:
-            binary = str((await self.executor.describe()).get("ffmpeg_path") or "ffmpeg")
-        except FFmpegTasksError:
+            binary = self.executor.ffmpeg_path
+        except FFmpegTasksError:  # no ffmpeg here: the plan still shows the argv
             binary = "ffmpeg"
         return plan_task(self.policy, commands, input_files, outputs, binary=binary)
 

@@ -73,7 +73,11 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class StoredObject:
-    """One object a task stored: its file name in the work dir and where it went."""
+    """One object a task stored, as its record keeps it (``task.outputs``).
+
+    The storage's :class:`~ffmpeg_tasks.storage.base.StoredFile` (``key``, ``uri``,
+    ``url``, ``size``) plus the file's ``name`` in the work dir and its ``content_type``.
+    """
 
     name: str
     key: str

@@ -32,7 +32,7 @@ from .output_types import verify_outputs
 from .outputs import collect_outputs
 from .plan import TaskPlan
 from .probe import StreamDump, check_expectations, probe_outputs
-from .progress import ProgressTracker
+from .progress_tracker import ProgressTracker
 from .retry import RetryPolicy
 from .sniff import check_file
 from .storage.base import Storage
@@ -212,7 +212,7 @@ class Run:
                 )
 
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            args = ("-progress", "pipe:1", "-nostats", *step.args)
+            args = step.args
             result = await executor.run(
                 args,
                 self.work,

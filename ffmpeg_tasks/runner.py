@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ._lifecycle import cancel_and_wait, shielded
+from ._lifecycle import WarmUp, cancel_and_wait, shielded
 from .errors import InvalidTaskStateError, TaskFailure
 from .events import Event, EventBus, EventType
 from .models import Task, TaskStatus
@@ -248,20 +248,20 @@ class LocalRuns:
         return lost.task
 
     def warm_up(self, backend: object) -> None:
-        """Once per backend, in the background: its optional ``warm_up()``.
+        """Once per backend, in the background: its ``warm_up()`` if it is a :class:`WarmUp`.
 
         A run calls this for the executor as it starts downloading, and for the
         storage and the downloader as ffmpeg starts, so one-time setup (the sandbox
         self-test, the S3 client) overlaps work instead of delaying it.  Failures
         are only logged: the real call reports them.
         """
-        warm_up = getattr(backend, "warm_up", None)
-        if not callable(warm_up) or id(backend) in self._warm_ups:
+        if not isinstance(backend, WarmUp) or id(backend) in self._warm_ups:
             return
+        target = backend
 
         async def run() -> None:
             try:
-                await warm_up()
+                await target.warm_up()
             except Exception as exc:
                 log.debug("warm-up of %r failed: %r", backend, exc)
 

@@ -23,7 +23,7 @@ from ffmpeg_tasks.errors import (
 )
 from ffmpeg_tasks.executor import ExecResult, Executor, FakeExecutor, LocalExecutor
 from ffmpeg_tasks.executor._pipes import OutputPipes
-from ffmpeg_tasks.executor.progress import LineSplitter, ProgressParser, StderrTail
+from ffmpeg_tasks.executor.output import LineSplitter, ProgressParser, StderrTail
 from ffmpeg_tasks.ffmpeg import spawn
 
 SMALL = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"]

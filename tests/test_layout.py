@@ -6,6 +6,8 @@ import ast
 import importlib
 from pathlib import Path
 
+import pytest
+
 import ffmpeg_tasks
 
 PACKAGE = Path(ffmpeg_tasks.__file__).parent
@@ -92,11 +94,14 @@ def test_every_module_imports_alone() -> None:
 
 def test_moved_names_still_import() -> None:
     from ffmpeg_tasks.backends.saq_worker import run_worker
-    from ffmpeg_tasks.policy import Limits, parse_duration
+    from ffmpeg_tasks.policy import CommandLimits, parse_duration
     from ffmpeg_tasks.policy.policy import DEFAULT_INPUT_FORMATS, CommandPolicy
     from ffmpeg_tasks.worker import run_worker as old_run_worker
 
     assert old_run_worker is run_worker
-    assert CommandPolicy().limits == Limits()
+    assert CommandPolicy().limits == CommandLimits()
+    with pytest.warns(DeprecationWarning, match="CommandLimits"):
+        from ffmpeg_tasks.policy import Limits
+    assert Limits is CommandLimits
     assert parse_duration("1:30") == 90
     assert "mov" in DEFAULT_INPUT_FORMATS

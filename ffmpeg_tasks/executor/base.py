@@ -8,7 +8,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["ExecResult", "Executor", "ProgressCallback"]
+__all__ = ["PROGRESS_FLAGS", "ExecResult", "Executor", "ProgressCallback"]
+
+#: What an executor puts before the args of a run whose progress is followed.
+PROGRESS_FLAGS = ("-progress", "pipe:1", "-nostats")
 
 #: Called with one block of ffmpeg's ``-progress`` output (``frame``, ``out_time_us`` …).
 ProgressCallback = Callable[[Mapping[str, str]], None]
@@ -33,8 +36,9 @@ class Executor(Protocol):
 
     ``args`` excludes the program name: the executor owns the ffmpeg binary and
     prepends it.  The run happens with ``cwd`` as working directory; stdin is closed.
-    When ``progress`` is given, the caller has put ``-progress pipe:1`` into ``args``
-    and the executor parses stdout into blocks.  On ``timeout`` it raises
+    When ``progress`` is given, the executor asks ffmpeg for its progress report
+    (:data:`PROGRESS_FLAGS`, unless ``args`` already hold ``-progress``) and parses
+    stdout into blocks.  On ``timeout`` it raises
     :class:`~ffmpeg_tasks.errors.ExecutionTimeoutError`, on ``stall_timeout`` seconds
     without progress :class:`~ffmpeg_tasks.errors.ExecutionStalledError`; when the
     awaiting task is cancelled it stops the process group (gracefully, then by force)
@@ -42,6 +46,9 @@ class Executor(Protocol):
     called with each stderr line as it arrives (lines end at ``\n`` or ``\r``;
     very long lines are cut), so callers can read input durations and stream info.
     """
+
+    #: The ffmpeg binary this executor runs (what ``plan()`` shows as the argv's first item).
+    ffmpeg_path: str
 
     async def run(
         self,

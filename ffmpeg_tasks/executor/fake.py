@@ -78,6 +78,7 @@ class FakeExecutor(AsyncResource):
         self.ffmpeg_version = ffmpeg_version
         self.probes = {name: dict(data) for name, data in (probes or {}).items()}
         self.calls: list[FakeCall] = []
+        self.ffmpeg_path = "fake"
         self.probe_calls: list[FakeCall] = []
         self.running = 0
         self.max_running = 0

@@ -34,9 +34,9 @@ from ..errors import (
 )
 from ..ffmpeg import find_ffmpeg, probe_version, spawn
 from ._pipes import OutputPipes
-from .base import ExecResult, ProgressCallback
+from .base import PROGRESS_FLAGS, ExecResult, ProgressCallback
+from .output import LineSplitter, ProgressParser, StderrTail, progress_marker
 from .priority import SessionShare, autogroups_enabled, stat_fields
-from .progress import LineSplitter, ProgressParser, StderrTail, progress_marker
 from .sandbox import (
     BWRAP_HINT,
     ResourceLimits,
@@ -243,6 +243,8 @@ class LocalExecutor(AsyncResource):
         timeout = self.timeout if timeout is None else timeout
         if stall_timeout is not None and stall_timeout <= 0:
             raise ConfigurationError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
+        if progress is not None and "-progress" not in args:
+            args = [*PROGRESS_FLAGS, *args]
         workdir, env, sandboxed = await self._prepare(args, cwd, timeout)
         async with self._semaphore:
             with self._activity():

@@ -9,22 +9,22 @@
 
 from __future__ import annotations
 
+from .command_plan import CommandPlan, InputTiming, OutputTiming, Timing
 from .filters import FilterCall, FilterGraph, FilterRule, parse_filtergraph
-from .limits import Limits
+from .limits import CommandLimits
 from .options import OptionSpec
-from .plan import CommandPlan, InputTiming, OutputTiming, Timing
 from .policy import CommandPolicy
 from .tokens import tokenize
 from .values import parse_duration
 
 __all__ = [
+    "CommandLimits",
     "CommandPlan",
     "CommandPolicy",
     "FilterCall",
     "FilterGraph",
     "FilterRule",
     "InputTiming",
-    "Limits",
     "OptionSpec",
     "OutputTiming",
     "Timing",
@@ -32,3 +32,9 @@ __all__ = [
     "parse_filtergraph",
     "tokenize",
 ]
+
+
+def __getattr__(name: str) -> object:
+    from . import limits
+
+    return limits.__getattr__(name)  # Limits: the old name of CommandLimits, with a warning

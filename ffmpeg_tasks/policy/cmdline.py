@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .limits import Limits
+from .command_plan import InputTiming, OutputTiming, Timing
+from .limits import CommandLimits
 from .options import ALIASES, FFMPEG_FLAGS, MIXED_ARITY, OptionSpec
-from .plan import InputTiming, OutputTiming, Timing
 from .refusals import reject
 from .values import Checked, parse_duration
 from .vocabulary import OUT_NAME_RE, PRINTF_RE, SPEC_RE, is_file_option, to_glob
@@ -51,7 +51,7 @@ class CommandLine:
     """Reads and writes command lines for one policy's option table and flags."""
 
     options: Mapping[str, OptionSpec]
-    limits: Limits
+    limits: CommandLimits
     input_formats: frozenset[str]
     trusted_mode: bool
     harden: bool

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import attrs
 
-__all__ = ["MAX_INPUTS", "MAX_OUTPUTS", "Limits"]
+__all__ = ["MAX_INPUTS", "MAX_OUTPUTS", "CommandLimits"]
 
 #: Files one task may name (the spec) and one command may open (the policy).
 MAX_INPUTS = 32
@@ -12,8 +14,12 @@ MAX_OUTPUTS = 16
 
 
 @attrs.frozen
-class Limits:
-    """Numeric caps enforced on commands and added as ffmpeg flags."""
+class CommandLimits:
+    """Numeric caps a :class:`CommandPolicy` enforces on commands and adds as ffmpeg flags.
+
+    (``SpecLimits`` bounds a task's spec — names, URLs, counts; ``ResourceLimits`` are
+    the rlimits ffmpeg runs under.)
+    """
 
     max_threads: int = 16
     max_dimension: int = 8192
@@ -30,3 +36,12 @@ class Limits:
     max_file_size: int = 16 * 1024**3
     max_alloc: int = 1024**3
     max_text_length: int = 1024
+
+
+def __getattr__(name: str) -> object:
+    if name == "Limits":
+        warnings.warn(
+            "ffmpeg_tasks.policy.Limits is now CommandLimits", DeprecationWarning, stacklevel=2
+        )
+        return CommandLimits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,10 +18,10 @@ import attrs
 from ..errors import InvalidSpecError
 from ..filenames import is_plain_name
 from .cmdline import CommandLine, OptionGroup, pattern_inputs, sidecars, timing
+from .command_plan import CommandPlan
 from .filters import FilterRule, default_filter_rules
-from .limits import Limits
+from .limits import CommandLimits
 from .options import OptionSpec, default_options
-from .plan import CommandPlan
 from .refusals import reject, shown
 from .tokens import substitute_placeholders, tokenize
 from .values import Checked, ValueChecker, parse_duration
@@ -41,8 +41,8 @@ __all__ = [
     "DEFAULT_CODECS",
     "DEFAULT_INPUT_FORMATS",
     "DEFAULT_OUTPUT_FORMATS",
+    "CommandLimits",
     "CommandPolicy",
-    "Limits",
     "parse_duration",
 ]
 
@@ -57,7 +57,7 @@ class CommandPolicy:
     ``-fs``, ``-t`` caps) to every plan.
     """
 
-    limits: Limits = attrs.field(factory=Limits)
+    limits: CommandLimits = attrs.field(factory=CommandLimits)
     options: Mapping[str, OptionSpec] = attrs.field(factory=default_options)
     filters: Mapping[str, FilterRule] = attrs.field(factory=default_filter_rules)
     input_formats: frozenset[str] = DEFAULT_INPUT_FORMATS
@@ -69,14 +69,14 @@ class CommandPolicy:
     harden: bool = True
 
     @classmethod
-    def trusted(cls, *, harden: bool = True, limits: Limits | None = None) -> CommandPolicy:
+    def trusted(cls, *, harden: bool = True, limits: CommandLimits | None = None) -> CommandPolicy:
         """A policy for apps that write their own commands.
 
         Any option, filter, codec and format is accepted, but the command must still
         parse, read only declared inputs and write only declared outputs; options
         known to touch files (``-filter_script``, ``-passlogfile`` …) keep their checks.
         """
-        return cls(limits=limits or Limits(), trusted_mode=True, harden=harden)
+        return cls(limits=limits or CommandLimits(), trusted_mode=True, harden=harden)
 
     def extend(
         self,
@@ -87,7 +87,7 @@ class CommandPolicy:
         input_formats: Iterable[str] = (),
         output_formats: Iterable[str] = (),
         bsfs: Iterable[str] = (),
-        limits: Limits | None = None,
+        limits: CommandLimits | None = None,
     ) -> CommandPolicy:
         """A copy with more allowed options, filters, codecs, formats (or other limits)."""
         table = dict(self.options)

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import attrs
 
 from .filters import FilterRule, OptionKind, check_filtergraph
-from .limits import Limits
+from .limits import CommandLimits
 from .refusals import reject, shown
 from .trusted import TrustedRules
 from .vocabulary import (
@@ -162,7 +162,7 @@ class _Value:
 class ValueChecker:
     """Checks option and filter-option values against a policy's vocabulary and limits."""
 
-    limits: Limits
+    limits: CommandLimits
     codecs: frozenset[str]
     bsfs: frozenset[str]
     filters: Mapping[str, FilterRule]

@@ -16,7 +16,10 @@ UploadProgress = Callable[[int, int], None]
 
 @attrs.frozen
 class StoredFile:
-    """Where a file went: full ``key``, canonical ``uri`` and a downloadable ``url``."""
+    """What a :class:`Storage` returns for one ``put``: full ``key``, canonical ``uri``,
+    downloadable ``url``, ``size``.  The task records it as a
+    :class:`~ffmpeg_tasks.models.StoredObject`, which adds the output's name and type.
+    """
 
     key: str
     uri: str

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ffmpeg_tasks.policy import CommandPolicy, Limits
+from ffmpeg_tasks.policy import CommandLimits, CommandPolicy
 
-LIMITS = Limits()
+LIMITS = CommandLimits()
 LIBRARY_OPTIONS = {"t", "fs", "max_pixels", "protocol_whitelist", "format_whitelist"}
 
 _READ = re.compile(r"Reading option '(.*)' \.\.\. matched as (.*)$")

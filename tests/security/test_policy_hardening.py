@@ -111,9 +111,9 @@ def test_real_media_and_image_sequences_still_work(
 
 def test_output_caps_stop_runaway_sources(tmp_path: Path, ffmpeg_bin: str) -> None:
     """An endless lavfi source ends at the library's -t cap; -max_pixels refuses huge frames."""
-    from ffmpeg_tasks.policy import Limits
+    from ffmpeg_tasks.policy import CommandLimits
 
-    policy = CommandPolicy(limits=Limits(max_duration=1.0, max_pixels=320 * 240))
+    policy = CommandPolicy(limits=CommandLimits(max_duration=1.0, max_pixels=320 * 240))
     plan = policy.plan(
         "-f lavfi -i color=s=64x64 -c:v libx264 -preset ultrafast out.mp4",
         inputs=[],

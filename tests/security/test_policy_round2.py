@@ -16,7 +16,7 @@ import pytest
 from ffmpeg_tasks.errors import CommandRejectedError
 from ffmpeg_tasks.executor import LocalExecutor
 from ffmpeg_tasks.executor.sandbox import find_bwrap
-from ffmpeg_tasks.policy import CommandPolicy, Limits
+from ffmpeg_tasks.policy import CommandLimits, CommandPolicy
 
 
 def _bwrap_usable() -> bool:
@@ -72,7 +72,7 @@ async def test_null_output_has_the_duration_cap(
 ) -> None:
     """``-loop 1 -i x.png -f null -`` ran until a timeout that by default does not exist."""
     shutil.copy(media_dir / "logo.png", tmp_path / "x.png")
-    policy = CommandPolicy(limits=Limits(max_duration=1.0))
+    policy = CommandPolicy(limits=CommandLimits(max_duration=1.0))
     plan = policy.plan("-loop 1 -i x.png -f null -", inputs=["x.png"], outputs=[])
     assert plan.args[-3:] == ("-t", "1", "-")
     result = await executor.run(plan.args, tmp_path, timeout=120)
@@ -81,7 +81,7 @@ async def test_null_output_has_the_duration_cap(
 
 @pytest.mark.parametrize(
     ("user", "rendered"),
-    [("999999999999999", str(Limits().max_file_size)), ("5M", "5000000"), ("1000", "1000")],
+    [("999999999999999", str(CommandLimits().max_file_size)), ("5M", "5000000"), ("1000", "1000")],
 )
 def test_user_fs_is_bounded_by_the_library_cap(user: str, rendered: str) -> None:
     plan = CommandPolicy().plan(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .policy.plan import OutputTiming, Timing
+from .policy.command_plan import OutputTiming, Timing
 
 __all__ = ["ProgressSnapshot", "ProgressTracker", "parse_clock"]
 
