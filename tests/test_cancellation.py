@@ -21,7 +21,6 @@ import pytest
 
 from ffmpeg_tasks import (
     ConfigurationError,
-    HttpDownloader,
     LocalExecutor,
     LocalStorage,
     TaskManager,
@@ -29,6 +28,7 @@ from ffmpeg_tasks import (
 )
 from ffmpeg_tasks.storage.base import StoredFile
 
+from .helpers import make_manager, stored_mp4s
 from .servers import MediaServer
 from .test_manager import _ffmpeg_children, leftovers
 
@@ -38,16 +38,6 @@ QUICK = "-i in.mp4 -c:v libx264 -preset ultrafast -an out.mp4"
 STOP_BOUND = 3.0  # seconds for a doomed run to stop; the old code took >= 5
 
 no_unclosed_transports = pytest.mark.filterwarnings("error::ResourceWarning")
-
-
-def make_manager(tmp_path: Path, **kwargs: object) -> TaskManager:
-    kwargs.setdefault("storage", LocalStorage(tmp_path / "out"))
-    return TaskManager(
-        downloader=HttpDownloader(allow_private_networks=True),
-        executor=LocalExecutor(max_concurrency=2),
-        work_dir=tmp_path / "work",
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 async def slow_task(tm: TaskManager, media_server: MediaServer, **kwargs: object) -> str:
@@ -70,7 +60,7 @@ async def until_processing(tm: TaskManager, task_id: str) -> None:
 def assert_clean(tmp_path: Path) -> None:
     gc.collect()  # an unclosed transport warns when collected (an error here)
     assert leftovers(tmp_path) == []
-    assert not list((tmp_path / "out").rglob("*.mp4")) if (tmp_path / "out").exists() else True
+    assert not stored_mp4s(tmp_path)
     assert not _ffmpeg_children()
 
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from ffmpeg_tasks.downloader import Downloader, FakeDownloader, HttpDownloader
+from ffmpeg_tasks.downloader import FakeDownloader, HttpDownloader
 from ffmpeg_tasks.downloader.http import retry_after_seconds
 from ffmpeg_tasks.errors import (
     DownloadConnectionError,
@@ -57,11 +57,6 @@ async def test_download_is_byte_identical(
     assert seen, "progress was never called"
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert seen[-1] == (len(expected), len(expected))
-
-
-async def test_satisfies_protocol() -> None:
-    assert isinstance(HttpDownloader(), Downloader)
-    assert isinstance(FakeDownloader(), Downloader)
 
 
 async def test_404_names_url(dl: HttpDownloader, media_server: MediaServer, tmp_path: Path) -> None:

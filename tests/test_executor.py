@@ -21,7 +21,7 @@ from ffmpeg_tasks.errors import (
     ExecutionTimeoutError,
     FFmpegNotFoundError,
 )
-from ffmpeg_tasks.executor import ExecResult, Executor, FakeExecutor, LocalExecutor
+from ffmpeg_tasks.executor import ExecResult, FakeExecutor, LocalExecutor
 from ffmpeg_tasks.executor._pipes import OutputPipes
 from ffmpeg_tasks.executor.output import LineSplitter, ProgressParser, StderrTail
 from ffmpeg_tasks.ffmpeg import spawn
@@ -83,11 +83,6 @@ async def executor() -> LocalExecutor:
 
 
 # -- LocalExecutor: plain runs ------------------------------------------------------
-
-
-def test_local_executor_implements_protocol() -> None:
-    assert isinstance(LocalExecutor(sandbox="off"), Executor)
-    assert isinstance(FakeExecutor(), Executor)
 
 
 async def test_success_writes_output(executor: LocalExecutor, work: Path) -> None:

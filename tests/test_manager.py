@@ -1,4 +1,6 @@
-"""TaskManager end to end: real HTTP inputs, real ffmpeg, real S3 (moto) or local disk."""
+"""TaskManager's public API end to end (register, execute, status, refusals, storage): real
+HTTP inputs, real ffmpeg, real S3 (moto) or local disk.  What happens inside a run is
+tests/test_pipeline.py; status changes alone are tests/test_transitions.py."""
 
 from __future__ import annotations
 
@@ -24,24 +26,10 @@ from ffmpeg_tasks import (
     TaskStatus,
 )
 
+from .helpers import leftovers, make_manager, stored_mp4s
 from .servers import MediaServer, MotoS3Server
 
 TRANSCODE = "-i input.mp4 -c:v libx264 -preset ultrafast -crf 30 -c:a aac output.mp4"
-
-
-def make_manager(tmp_path: Path, storage: object = None, **kwargs: object) -> TaskManager:
-    kwargs.setdefault("executor", LocalExecutor(max_concurrency=2))
-    return TaskManager(
-        storage=storage or LocalStorage(tmp_path / "out"),  # type: ignore[arg-type]
-        downloader=HttpDownloader(allow_private_networks=True),
-        work_dir=tmp_path / "work",
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def leftovers(tmp_path: Path) -> list[str]:
-    work = tmp_path / "work"
-    return sorted(os.listdir(work)) if work.exists() else []
 
 
 def probe(ffprobe: str | None, ffmpeg: str, path: Path) -> dict[str, object]:
@@ -374,7 +362,7 @@ async def test_cancel_during_ffmpeg(tmp_path: Path, media_server: MediaServer) -
         assert cancelled.error_code == "cancelled"
         assert await tm.cancel(task.id) == cancelled  # idempotent
     assert leftovers(tmp_path) == []
-    assert not list((tmp_path / "out").rglob("*.mp4")) if (tmp_path / "out").exists() else True
+    assert not stored_mp4s(tmp_path)
     assert not _ffmpeg_children()
 
 

@@ -12,8 +12,6 @@ import pytest
 from ffmpeg_tasks import (
     FakeDownloader,
     FakeExecutor,
-    HttpDownloader,
-    LocalExecutor,
     MemoryStorage,
     OutputMetadata,
     SQLiteTaskStore,
@@ -25,6 +23,7 @@ from ffmpeg_tasks import (
 )
 from ffmpeg_tasks.probe import check_expectations
 
+from .helpers import make_manager
 from .servers import MediaServer
 
 OUTPUT_KEYS = set(typing.get_type_hints(OutputMetadata))
@@ -32,13 +31,7 @@ STREAM_KEYS = set(typing.get_type_hints(StreamMetadata))
 
 
 def make(tmp_path: Path, **kwargs: Any) -> TaskManager:
-    kwargs.setdefault("executor", LocalExecutor())
-    return TaskManager(
-        work_dir=tmp_path / "work",
-        storage=MemoryStorage(),
-        downloader=HttpDownloader(allow_private_networks=True),
-        **kwargs,
-    )
+    return make_manager(tmp_path, MemoryStorage(), **kwargs)
 
 
 def types(meta: Any) -> Any:

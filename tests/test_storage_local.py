@@ -11,7 +11,6 @@ from urllib.request import url2pathname
 import pytest
 
 from ffmpeg_tasks.errors import StorageError
-from ffmpeg_tasks.storage.base import Storage
 from ffmpeg_tasks.storage.content_types import content_type_for
 from ffmpeg_tasks.storage.local import LocalStorage
 from ffmpeg_tasks.storage.memory import MemoryStorage
@@ -37,11 +36,6 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def storage(root: Path) -> LocalStorage:
     return LocalStorage(root)
-
-
-async def test_is_a_storage(storage: LocalStorage) -> None:
-    assert isinstance(storage, Storage)
-    assert isinstance(MemoryStorage(), Storage)
 
 
 async def test_put_copies_and_file_url_is_readable(

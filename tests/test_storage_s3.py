@@ -22,7 +22,6 @@ from aiohttp import web
 from ffmpeg_tasks.errors import ConfigurationError, StorageError
 from ffmpeg_tasks.storage import _s3compat
 from ffmpeg_tasks.storage import s3 as s3_module
-from ffmpeg_tasks.storage.base import Storage
 from ffmpeg_tasks.storage.s3 import MiB, S3Storage
 
 from .conftest import S3Server
@@ -62,10 +61,6 @@ def big_file(tmp_path: Path, big_bytes: bytes) -> Path:
 def _no_leftovers(s3_client: Any, bucket: str) -> None:
     assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-
-async def test_is_a_storage(storage: S3Storage) -> None:
-    assert isinstance(storage, Storage)
 
 
 async def test_small_put_reads_back_with_content_type(

@@ -1,10 +1,11 @@
-"""Richer jobs through the TaskManager: events, progress, cancel in every phase, retries,
-multiple outputs, chains, metadata and expectations, retention.  Real ffmpeg, HTTP and S3."""
+"""The run pipeline (pipeline.py) through the TaskManager: events, progress, cancel in every
+phase, retries, multiple outputs, chains, metadata and expectations, retention.  Real
+ffmpeg, HTTP and S3.  The public API itself (register, execute, status, spec refusals,
+storage) is tests/test_manager.py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,6 @@ from ffmpeg_tasks import (
     EventType,
     FakeDownloader,
     FakeExecutor,
-    HttpDownloader,
-    LocalExecutor,
-    LocalStorage,
     MemoryStorage,
     Phase,
     RetryPolicy,
@@ -29,19 +27,8 @@ from ffmpeg_tasks import (
     fake_media,
 )
 
+from .helpers import leftovers, make_manager, stored_mp4s
 from .servers import MediaServer, MotoS3Server
-
-
-def make(tmp_path: Path, **kwargs: Any) -> TaskManager:
-    kwargs.setdefault("storage", LocalStorage(tmp_path / "out"))
-    kwargs.setdefault("executor", LocalExecutor(max_concurrency=2))
-    kwargs.setdefault("downloader", HttpDownloader(allow_private_networks=True))
-    return TaskManager(work_dir=tmp_path / "work", **kwargs)
-
-
-def no_leftovers(tmp_path: Path) -> bool:
-    work = tmp_path / "work"
-    return not work.exists() or not os.listdir(work)
 
 
 async def wait_phase(tm: TaskManager, task_id: str, phase: Phase) -> None:
@@ -61,7 +48,7 @@ async def test_event_stream_covers_every_phase_and_percent_accounts_for_trim(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
     seen: list[Event] = []
-    async with make(tmp_path, on_event=seen.append) as tm:
+    async with make_manager(tmp_path, on_event=seen.append) as tm:
         task = await tm.register(
             "-re -i in.mp4 -t 2 -c:v libx264 -preset ultrafast out.mp4",
             {"in.mp4": media_server.media_url("long.mp4")},
@@ -106,7 +93,7 @@ async def test_event_stream_covers_every_phase_and_percent_accounts_for_trim(
 async def test_events_of_a_finished_task_end_at_once(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             "-i in.mp4 -c copy out.mp4", {"in.mp4": media_server.media_url("clip.mp4")}, "out.mp4"
         )
@@ -118,7 +105,7 @@ async def test_events_of_a_finished_task_end_at_once(
 
 
 async def test_cancel_while_queued(tmp_path: Path, media_server: MediaServer) -> None:
-    async with make(tmp_path, max_concurrent_tasks=1) as tm:
+    async with make_manager(tmp_path, max_concurrent_tasks=1) as tm:
         slow = await tm.register(
             "-re -i in.mp4 -c:v libx264 -preset ultrafast out.mp4",
             {"in.mp4": media_server.media_url("long.mp4")},
@@ -133,12 +120,12 @@ async def test_cancel_while_queued(tmp_path: Path, media_server: MediaServer) ->
         cancelled = await tm.cancel(queued.id)
         assert cancelled.status is TaskStatus.CANCELLED
         assert (await tm.cancel(slow.id)).status is TaskStatus.CANCELLED
-    assert no_leftovers(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 async def test_cancel_while_downloading(tmp_path: Path, media_server: MediaServer) -> None:
     url = media_server.url("slow/long.mp4?chunk=2048&delay=0.05")
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.register("-i in.mp4 -c copy out.mp4", {"in.mp4": url}, "out.mp4")
         await tm.submit(task.id)
         await wait_phase(tm, task.id, Phase.DOWNLOADING)
@@ -146,7 +133,7 @@ async def test_cancel_while_downloading(tmp_path: Path, media_server: MediaServe
         task = await tm.cancel(task.id)
     assert task.status is TaskStatus.CANCELLED
     assert task.error_code == "cancelled"
-    assert no_leftovers(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 async def test_cancel_while_uploading_aborts_multipart(
@@ -164,7 +151,7 @@ async def test_cancel_while_uploading_aborts_multipart(
         part_size=5 * 2**20,
         max_concurrency=1,
     )
-    async with make(tmp_path, storage=storage) as tm:
+    async with make_manager(tmp_path, storage=storage) as tm:
         # ~29 MB of raw video: several multipart parts.
         task = await tm.register(
             "-i in.mp4 -t 10 -c:v rawvideo -pix_fmt yuv420p -an out.mkv",
@@ -177,7 +164,7 @@ async def test_cancel_while_uploading_aborts_multipart(
     assert task.status is TaskStatus.CANCELLED
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     assert not s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
-    assert no_leftovers(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 # -- retries ----------------------------------------------------------------------------
@@ -195,7 +182,7 @@ async def test_transient_download_failures_are_retried_and_counted(
         return web.FileResponse(media_dir / "clip.mp4")
 
     media_server.handlers["flaky"] = flaky
-    async with make(tmp_path, retry=RetryPolicy(attempts=3, base_delay=0.01)) as tm:
+    async with make_manager(tmp_path, retry=RetryPolicy(attempts=3, base_delay=0.01)) as tm:
         task = await tm.run(
             "-i in.mp4 -c copy out.mp4", {"in.mp4": media_server.url("x/flaky")}, "out.mp4"
         )
@@ -208,7 +195,7 @@ async def test_permanent_failures_are_not_retried(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
     before = len(media_server.requests)
-    async with make(tmp_path, retry=RetryPolicy(attempts=5, base_delay=0.01)) as tm:
+    async with make_manager(tmp_path, retry=RetryPolicy(attempts=5, base_delay=0.01)) as tm:
         task = await tm.run(
             "-i in.mp4 -c copy out.mp4", {"in.mp4": media_server.url("status/404")}, "out.mp4"
         )
@@ -237,7 +224,7 @@ async def test_interrupted_download_resumes_with_range(
         return web.FileResponse(media_dir / "long.mp4")
 
     media_server.handlers["cut-once"] = cut_once
-    async with make(tmp_path, retry=RetryPolicy(attempts=3, base_delay=0.01)) as tm:
+    async with make_manager(tmp_path, retry=RetryPolicy(attempts=3, base_delay=0.01)) as tm:
         task = await tm.run(
             "-i in.mp4 -c copy out.mp4", {"in.mp4": media_server.url("x/cut-once")}, "out.mp4"
         )
@@ -258,7 +245,7 @@ async def test_hls_stores_playlist_and_every_segment(
     s3_client: Any,
 ) -> None:
     storage = S3Storage(s3_bucket, endpoint_url=s3_server.endpoint_url, region="us-east-1")
-    async with make(tmp_path, storage=storage) as tm:
+    async with make_manager(tmp_path, storage=storage) as tm:
         task = await tm.run(
             "-i in.mp4 -c:v libx264 -preset ultrafast -g 25 -an -f hls -hls_time 1 "
             "-hls_playlist_type vod -hls_segment_filename seg_%03d.ts out.m3u8",
@@ -285,7 +272,7 @@ async def test_hls_stores_playlist_and_every_segment(
 async def test_thumbnails_and_transcode_from_one_download(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             "-i in.mp4 -map 0:v -vf fps=1 thumb_%03d.jpg "
             "-map 0 -c:v libx264 -preset ultrafast -c:a aac out.mp4",
@@ -303,7 +290,7 @@ async def test_thumbnails_and_transcode_from_one_download(
 async def test_two_pass_encode_chained_in_one_work_dir(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             [
                 "-i in.mp4 -c:v libx264 -preset ultrafast -b:v 300k -pass 1 -an -f null -",
@@ -320,7 +307,7 @@ async def test_two_pass_encode_chained_in_one_work_dir(
 async def test_output_of_one_step_is_input_of_the_next(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             [
                 "-i in.mp4 -t 1 -vf scale=160:-2 -c:v libx264 -preset ultrafast -an small.mp4",
@@ -340,7 +327,7 @@ async def test_output_of_one_step_is_input_of_the_next(
 async def test_output_metadata(
     tmp_path: Path, media_server: MediaServer, ffprobe_bin: str | None
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             "-i in.mp4 -vf scale=160:120 -c:v libx264 -preset ultrafast -c:a aac out.mp4",
             {"in.mp4": media_server.media_url("clip.mp4")},
@@ -360,7 +347,7 @@ async def test_output_metadata(
 
 
 async def test_output_metadata_without_ffprobe(tmp_path: Path, media_server: MediaServer) -> None:
-    async with make(tmp_path, ffprobe=False) as tm:
+    async with make_manager(tmp_path, ffprobe=False) as tm:
         task = await tm.run(
             "-i in.mp4 -vf scale=160:120 -c:v libx264 -preset ultrafast -an out.mp4",
             {"in.mp4": media_server.media_url("clip.mp4")},
@@ -396,7 +383,7 @@ async def test_output_metadata_without_ffprobe(tmp_path: Path, media_server: Med
 async def test_expectations(
     tmp_path: Path, media_server: MediaServer, expect: dict[str, Any], ok: bool
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             "-i in.mp4 -c:v libx264 -preset ultrafast -an out.mp4",
             {"in.mp4": media_server.media_url("clip.mp4")},
@@ -409,14 +396,14 @@ async def test_expectations(
         assert task.status is TaskStatus.FAILED
         assert task.error_code == "expectation_failed"
         assert task.outputs == ()
-        assert not list((tmp_path / "out").rglob("*.mp4")) if (tmp_path / "out").exists() else True
+        assert not stored_mp4s(tmp_path)
 
 
 # -- retention ---------------------------------------------------------------------------------
 
 
 async def test_finished_tasks_expire(tmp_path: Path, media_server: MediaServer) -> None:
-    async with make(tmp_path, retention=0.2) as tm:
+    async with make_manager(tmp_path, retention=0.2) as tm:
         task = await tm.run(
             "-i in.mp4 -c copy out.mp4", {"in.mp4": media_server.media_url("clip.mp4")}, "out.mp4"
         )
@@ -458,7 +445,7 @@ async def test_shutdown_with_release_puts_running_tasks_back_to_pending(
     from ffmpeg_tasks import SQLiteTaskStore
 
     db = tmp_path / "tasks.db"
-    tm = make(tmp_path, store=SQLiteTaskStore(db))
+    tm = make_manager(tmp_path, store=SQLiteTaskStore(db))
     await tm.__aenter__()
     task = await tm.register(
         "-re -i in.mp4 -c:v libx264 -preset ultrafast out.mp4",
@@ -475,8 +462,8 @@ async def test_shutdown_with_release_puts_running_tasks_back_to_pending(
     assert released.phase is Phase.QUEUED
     assert released.worker is None
     assert released.attempts["run"] == 1
-    assert no_leftovers(tmp_path)
-    async with make(tmp_path, store=SQLiteTaskStore(db)) as again:  # runs again later
+    assert not leftovers(tmp_path)
+    async with make_manager(tmp_path, store=SQLiteTaskStore(db)) as again:  # runs again later
         done = await again.execute(task.id)
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.attempts["run"] == 2
@@ -485,7 +472,7 @@ async def test_shutdown_with_release_puts_running_tasks_back_to_pending(
 async def test_release_puts_a_running_task_back_and_it_runs_again(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.register(
             "-re -i in.mp4 -t 3 -c:v libx264 -preset ultrafast out.mp4",
             {"in.mp4": media_server.media_url("long.mp4")},
@@ -500,7 +487,7 @@ async def test_release_puts_a_running_task_back_and_it_runs_again(
         assert released.phase is Phase.QUEUED
         assert released.worker is None
         assert released.error_code is None
-        assert no_leftovers(tmp_path)
+        assert not leftovers(tmp_path)
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.mp4"))
         done = await tm.execute(task.id)
     assert done.status is TaskStatus.COMPLETED, done.error
@@ -511,7 +498,7 @@ async def test_a_task_marked_cancel_requested_is_cancelled_instead_of_run(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
     """cancel() from another process marks the task; whoever picks it up next obeys."""
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.register(
             "-i in.mp4 -frames:v 1 out.jpg",
             {"in.mp4": media_server.media_url("clip.mp4")},
@@ -530,7 +517,7 @@ async def test_a_task_marked_cancel_requested_is_cancelled_instead_of_run(
 async def test_still_image_metadata_comes_from_ffmpeg_itself(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    async with make(tmp_path) as tm:
+    async with make_manager(tmp_path) as tm:
         task = await tm.run(
             "-i in.mp4 -frames:v 1 -vf scale=160:120 out.jpg",
             {"in.mp4": media_server.media_url("clip.mp4")},
