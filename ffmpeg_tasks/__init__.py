@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .backends.base import Backend
-from .downloader import Downloader, FakeDownloader, HttpDownloader
+from .downloader import Downloader, FakeDownloader, HttpDownloader, LocalFileDownloader
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .events import Event, EventType
@@ -36,6 +36,7 @@ from .store import MemoryTaskStore, SQLiteTaskStore, TaskStore
 
 if TYPE_CHECKING:
     from .backends.saq import SaqBackend
+    from .downloader.s3 import S3Downloader
     from .progressbar import PlainBar, follow
     from .storage.s3 import S3Storage
     from .store.postgres import PostgresTaskStore
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "S3Storage": ".storage.s3",
+    "S3Downloader": ".downloader.s3",
     "RedisTaskStore": ".store.redis",
     "PostgresTaskStore": ".store.postgres",
     "SaqBackend": ".backends.saq",
@@ -77,6 +79,7 @@ __all__ = [
     "FakeExecutor",
     "HttpDownloader",
     "LocalExecutor",
+    "LocalFileDownloader",
     "LocalStorage",
     "MemoryStorage",
     "MemoryTaskStore",
@@ -87,6 +90,7 @@ __all__ = [
     "RedisTaskStore",
     "ResourceLimits",
     "RetryPolicy",
+    "S3Downloader",
     "S3Storage",
     "SQLiteTaskStore",
     "SaqBackend",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
+
+from .errors import TaskFailure
 
 T = TypeVar("T")
 
@@ -81,3 +83,23 @@ class AsyncResource:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def all_or_nothing(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
+    """Run concurrently; on the first failure cancel the rest and raise that error itself
+    (a ``TaskFailure`` before others when several fail at once)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as group_error:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [group_error]
+        while stack:
+            exc = stack.pop(0)
+            if isinstance(exc, BaseExceptionGroup):
+                stack.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        first = next((e for e in leaves if isinstance(e, TaskFailure)), leaves[0])
+        raise first from None

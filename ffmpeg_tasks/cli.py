@@ -31,101 +31,18 @@ from typing import Any
 
 from ._lifecycle import cancel_and_wait
 from ._version import __version__
-from .downloader.base import Downloader, DownloadProgress
-from .errors import ConfigurationError, DownloadError, FFmpegTasksError, InvalidSpecError
+from .downloader.base import Downloader
+from .downloader.local import LocalFileDownloader
+from .errors import ConfigurationError, FFmpegTasksError, InvalidSpecError
 from .models import Task, TaskStatus
 
-__all__ = ["LocalFileDownloader", "build_parser", "main"]
+__all__ = ["LocalFileDownloader", "build_parser", "main"]  # LocalFileDownloader: its old home
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
-
-_CHUNK = 4 * 1024 * 1024
-
-
-class LocalFileDownloader:
-    """Copies the local files named on the command line; hands every other URL on.
-
-    ``files`` maps ``file://localhost/…`` URLs to paths.  A ``file:`` URL not in ``files`` is
-    refused, so a task can read nothing else from this machine.
-    """
-
-    def __init__(self, files: Mapping[str, Path], inner: Downloader) -> None:
-        self.files = dict(files)
-        self.inner = inner
-
-    async def fetch(
-        self,
-        url: str,
-        dest: Path,
-        *,
-        max_bytes: int | None = None,
-        progress: DownloadProgress | None = None,
-        resume: bool = False,
-    ) -> int:
-        """Copy a named local file to ``dest``, or delegate to the inner downloader."""
-        if not url.lower().startswith("file:"):
-            return await self.inner.fetch(
-                url, dest, max_bytes=max_bytes, progress=progress, resume=resume
-            )
-        source = self.files.get(url)
-        if source is None:
-            raise DownloadError(
-                f"{url}: only files named on the command line may be read",
-                url=url,
-                code="url_not_allowed",
-            )
-        try:
-            return await self._copy(url, source, Path(dest), max_bytes, progress)
-        except OSError as exc:
-            raise DownloadError(
-                f"{url}: cannot copy: {exc.strerror or exc}", url=url, code="read_failed"
-            ) from exc
-
-    async def _copy(
-        self,
-        url: str,
-        source: Path,
-        dest: Path,
-        max_bytes: int | None,
-        progress: DownloadProgress | None,
-    ) -> int:
-        total = (await asyncio.to_thread(source.stat)).st_size
-        if max_bytes is not None and total > max_bytes:
-            raise DownloadError(
-                f"{url}: {total} bytes is more than the limit of {max_bytes}",
-                url=url,
-                code="download_too_large",
-            )
-        src = await asyncio.to_thread(source.open, "rb")
-        try:
-            out = await asyncio.to_thread(dest.open, "wb")
-            try:
-                done = 0
-                while chunk := await asyncio.to_thread(src.read, _CHUNK):
-                    done += len(chunk)
-                    if max_bytes is not None and done > max_bytes:
-                        raise DownloadError(
-                            f"{url}: grew beyond the limit of {max_bytes} bytes",
-                            url=url,
-                            code="download_too_large",
-                        )
-                    await asyncio.to_thread(out.write, chunk)
-                    if progress is not None:
-                        progress(done, total)
-            finally:
-                await asyncio.to_thread(out.close)
-        finally:
-            await asyncio.to_thread(src.close)
-        return done
-
-    async def aclose(self) -> None:
-        """Close the inner downloader."""
-        await self.inner.aclose()
-
 
 # -- argument parsing --------------------------------------------------------------
 
@@ -305,10 +222,10 @@ class _UsageError(Exception):
     """Bad command-line arguments; the message is printed and the exit status is 2."""
 
 
-def _parse_inputs(items: Sequence[str]) -> tuple[dict[str, str], dict[str, Path]]:
-    """``NAME=URL_OR_PATH`` items -> (input_files, local files by file:// URL)."""
+def _parse_inputs(items: Sequence[str]) -> tuple[dict[str, str], list[Path]]:
+    """``NAME=URL_OR_PATH`` items -> (input_files, the local files named)."""
     inputs: dict[str, str] = {}
-    local: dict[str, Path] = {}
+    local: list[Path] = []
     for item in items:
         name, sep, where = item.partition("=")
         if not sep or not name or not where:
@@ -324,18 +241,39 @@ def _parse_inputs(items: Sequence[str]) -> tuple[dict[str, str], dict[str, Path]
         if not path.is_file():
             raise _UsageError(f"input {name}={where}: no such file")
         resolved = path.resolve()
-        url = "file://localhost" + resolved.as_uri().removeprefix("file://")
-        inputs[name] = url
-        local[url] = resolved
+        inputs[name] = str(resolved)
+        local.append(resolved)
     return inputs, local
 
 
-def _make_manager(args: argparse.Namespace, local: Mapping[str, Path]) -> Any:
+def _downloaders(
+    args: argparse.Namespace, inputs: Mapping[str, str], local: Sequence[Path], storage: Any
+) -> dict[str, Downloader]:
+    """One downloader per kind of input the person at the terminal named."""
     from .downloader.http import HttpDownloader
+
+    http = HttpDownloader(allow_private_networks=getattr(args, "allow_private_networks", False))
+    mounts: dict[str, Downloader] = {"http": http, "https": http}
+    if local:  # the named files' directories: nothing else on this machine
+        mounts["file"] = LocalFileDownloader(roots=sorted({str(p.parent) for p in local}))
+    buckets = sorted({u[5:].partition("/")[0] for u in inputs.values() if u.startswith("s3://")})
+    if buckets:
+        from .downloader.s3 import S3Downloader
+        from .storage.s3 import S3Storage
+
+        if isinstance(storage, S3Storage):  # the same endpoint: one client for both
+            mounts["s3"] = S3Downloader(buckets, client_from=storage)
+        else:
+            mounts["s3"] = S3Downloader(buckets, region=args.region, endpoint_url=args.endpoint_url)
+    return mounts
+
+
+def _make_manager(
+    args: argparse.Namespace, inputs: Mapping[str, str], local: Sequence[Path] = ()
+) -> Any:
     from .executor.local import LocalExecutor
     from .manager import TaskManager
     from .policy import CommandPolicy
-    from .spec import SpecLimits
     from .storage.base import Storage
 
     storage: Storage
@@ -353,11 +291,6 @@ def _make_manager(args: argparse.Namespace, local: Mapping[str, Path]) -> Any:
         from .storage.local import LocalStorage
 
         storage = LocalStorage(args.storage_dir)
-    http = HttpDownloader(allow_private_networks=getattr(args, "allow_private_networks", False))
-    downloader: Downloader = LocalFileDownloader(local, http) if local else http
-    limits = SpecLimits()
-    if local:
-        limits = SpecLimits(url_schemes=limits.url_schemes | {"file"})
     store = None
     if getattr(args, "store", "memory") != "memory":
         from .config import store_from_url
@@ -365,11 +298,10 @@ def _make_manager(args: argparse.Namespace, local: Mapping[str, Path]) -> Any:
         store = store_from_url(args.store)
     return TaskManager(
         storage=storage,
-        downloader=downloader,
+        downloader=_downloaders(args, inputs, local, storage),
         executor=LocalExecutor(args.ffmpeg, sandbox=args.sandbox),
         store=store,
         policy=CommandPolicy.trusted() if getattr(args, "trusted", False) else None,
-        limits=limits,
     )
 
 
@@ -387,7 +319,7 @@ def _error(message: str) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     async def plan() -> int:
         inputs, local = _parse_inputs(args.inputs)
-        async with _make_manager(args, local) as tm:
+        async with _make_manager(args, inputs, local) as tm:
             result = await tm.plan(args.command, inputs, output_files=args.outputs or None)
         _print_json(result.to_dict())
         return EXIT_OK
@@ -420,7 +352,7 @@ async def _run(args: argparse.Namespace) -> int:
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
-        async with _make_manager(args, local) as tm:
+        async with _make_manager(args, inputs, local) as tm:
             task = await tm.register(
                 args.command,
                 inputs,

@@ -65,6 +65,8 @@ ErrorCode = Literal[
     "bad_redirect",
     "bad_range",
     "read_failed",
+    "not_found",
+    "access_denied",
     "write_failed",
     "input_type_mismatch",
     # running ffmpeg
@@ -157,6 +159,8 @@ ERROR_CODES: Final[dict[ErrorCode, str]] = {
     "bad_redirect": "a redirect goes to a refused URL",
     "bad_range": "the server answered a resume request with the wrong range",
     "read_failed": "a local input could not be read",
+    "not_found": "an input (a local file, an S3 object) does not exist",
+    "access_denied": "an input exists but may not be read with the credentials in use",
     "write_failed": "writing a fetched input to the work dir failed",
     "input_type_mismatch": "an input's bytes are a playlist, manifest or other indirect format",
     "failed": "base code of a task failure",

@@ -20,11 +20,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import attrs
+
 from ._lifecycle import AsyncResource, cancel_and_wait, shielded
 from .backends.base import Backend
 from .downloader.base import Downloader
+from .downloader.router import DownloaderRouter, StaticCheck
 from .errors import (
     ConfigurationError,
+    DownloadError,
     FFmpegTasksError,
     InvalidSpecError,
     InvalidTaskStateError,
@@ -72,7 +76,7 @@ class TaskManager(AsyncResource):
         self,
         *,
         storage: Storage | None = None,
-        downloader: Downloader | None = None,
+        downloader: Downloader | Mapping[str, Downloader] | None = None,
         executor: Executor | None = None,
         store: TaskStore | None = None,
         policy: CommandPolicy | None = None,
@@ -92,7 +96,9 @@ class TaskManager(AsyncResource):
         backend: Backend | None = None,
     ) -> None:
         self._storage = storage
-        self._downloader = downloader
+        self._downloader: Downloader | None = (
+            DownloaderRouter(downloader) if isinstance(downloader, Mapping) else downloader
+        )
         self._executor = executor
         self._store = store
         self.policy = policy if policy is not None else CommandPolicy()
@@ -257,7 +263,7 @@ class TaskManager(AsyncResource):
     async def register(
         self,
         command: str | Sequence[str],
-        input_files: Mapping[str, str],
+        input_files: Mapping[str, str | os.PathLike[str]],
         output_filename: str | None = None,
         *,
         output_files: Sequence[str] | None = None,
@@ -277,7 +283,7 @@ class TaskManager(AsyncResource):
         await self._ensure_started()
         commands = (command,) if isinstance(command, str) else tuple(command)
         outputs = _declared_outputs(output_filename, output_files)
-        validate_spec(commands, input_files, outputs, self.limits)
+        input_files = self._check_inputs(commands, input_files, outputs)
         plan_task(self.policy, commands, input_files, outputs)  # raises on a bad command
         options: dict[str, Any] = {}
         if timeout is not None:
@@ -303,7 +309,7 @@ class TaskManager(AsyncResource):
     async def plan(
         self,
         command: str | Sequence[str],
-        input_files: Mapping[str, str],
+        input_files: Mapping[str, str | os.PathLike[str]],
         output_filename: str | None = None,
         *,
         output_files: Sequence[str] | None = None,
@@ -311,12 +317,45 @@ class TaskManager(AsyncResource):
         """Dry run: the argv, downloads, storage keys and policy verdicts; runs nothing."""
         commands = (command,) if isinstance(command, str) else tuple(command)
         outputs = _declared_outputs(output_filename, output_files)
-        validate_spec(commands, input_files, outputs, self.limits)
+        input_files = self._check_inputs(commands, input_files, outputs)
         try:
             binary = self.executor.ffmpeg_path
         except FFmpegTasksError:  # no ffmpeg here: the plan still shows the argv
             binary = "ffmpeg"
         return plan_task(self.policy, commands, input_files, outputs, binary=binary)
+
+    def _check_inputs(
+        self,
+        commands: Sequence[str],
+        input_files: Mapping[str, str | os.PathLike[str]],
+        outputs: Sequence[str],
+    ) -> dict[str, str]:
+        """The spec checked against the schemes this manager's downloader serves, and each
+        input against the downloader's own static check (a bucket, a directory …)."""
+        if not isinstance(input_files, Mapping):
+            raise InvalidSpecError(
+                "input_files must be a mapping of file name to URL", field="input_files"
+            )
+        inputs = {
+            name: os.fspath(url) if isinstance(url, os.PathLike) else url
+            for name, url in input_files.items()
+        }
+        downloader = self.downloader
+        limits = self.limits
+        if isinstance(downloader, DownloaderRouter):
+            limits = attrs.evolve(limits, url_schemes=downloader.schemes)
+        validate_spec(commands, inputs, outputs, limits)
+        if isinstance(downloader, StaticCheck):
+            for name, url in inputs.items():
+                try:
+                    downloader.check_input(url)
+                except DownloadError as exc:
+                    raise InvalidSpecError(
+                        f"input_files[{name!r}]: {exc.message}",
+                        field="input_files",
+                        code=exc.code,
+                    ) from None
+        return inputs
 
     async def status(self, task_id: str) -> Task:
         """The task as it is now.  Raises :class:`TaskNotFoundError`."""
@@ -367,7 +406,7 @@ class TaskManager(AsyncResource):
     async def run(
         self,
         command: str | Sequence[str],
-        input_files: Mapping[str, str],
+        input_files: Mapping[str, str | os.PathLike[str]],
         output_filename: str | None = None,
         **kwargs: Any,
     ) -> Task:

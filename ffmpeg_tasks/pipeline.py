@@ -14,13 +14,13 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._lifecycle import cancel_and_wait, shielded
+from ._lifecycle import all_or_nothing, cancel_and_wait, shielded
 from .diagnose import diagnose
 from .downloader.base import Downloader
 from .errors import FFmpegTasksError, StorageError, TaskFailure, TaskTimeoutError
@@ -39,7 +39,7 @@ from .storage.base import Storage
 from .storage.content_types import content_type_for
 from .transitions import LostOwnership, check_owner, update_progress
 
-__all__ = ["Run", "RunContext", "all_or_nothing"]
+__all__ = ["Run", "RunContext"]
 
 log = logging.getLogger("ffmpeg_tasks")
 
@@ -373,22 +373,3 @@ class Run:
             for name, bounds in targets.items():
                 check_expectations(metadata, name, bounds)
         return metadata
-
-
-async def all_or_nothing(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
-    """Run concurrently; on the first failure cancel the rest and raise that error itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coro in coros:
-                group.create_task(coro)
-    except BaseExceptionGroup as group_error:
-        leaves: list[BaseException] = []
-        stack: list[BaseException] = [group_error]
-        while stack:
-            exc = stack.pop(0)
-            if isinstance(exc, BaseExceptionGroup):
-                stack.extend(exc.exceptions)
-            else:
-                leaves.append(exc)
-        first = next((e for e in leaves if isinstance(e, TaskFailure)), leaves[0])
-        raise first from None

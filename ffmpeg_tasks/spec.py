@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .downloader.router import how_to_serve
 from .errors import InvalidSpecError
 from .filenames import OUTPUT_NAME, PLAIN_NAME, extension, is_plain_name
 from .policy.limits import MAX_INPUTS, MAX_OUTPUTS
@@ -144,6 +145,20 @@ def _check_url(name: str, url: object, limits: SpecLimits) -> None:
             field=field,
             code="invalid_url",
         )
+    if url.startswith("/"):  # a local path: the "file" scheme's downloader decides the rest
+        if "file" not in limits.url_schemes:
+            raise InvalidSpecError(
+                f"input_files[{name!r}]: local paths are not allowed ({how_to_serve('file')})",
+                field=field,
+                code="url_not_allowed",
+            )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise InvalidSpecError(
+                f"input_files[{name!r}]: path contains control characters",
+                field=field,
+                code="invalid_url",
+            )
+        return
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise InvalidSpecError(
             f"input_files[{name!r}]: URL contains whitespace or control characters",
@@ -159,14 +174,18 @@ def _check_url(name: str, url: object, limits: SpecLimits) -> None:
             field=field,
             code="invalid_url",
         ) from None
-    if parts.scheme.lower() not in limits.url_schemes:
+    scheme = parts.scheme.lower()
+    if scheme not in limits.url_schemes:
         allowed = ", ".join(sorted(limits.url_schemes))
+        hint = f"; {how_to_serve(scheme)}" if scheme else "; give a URL or an absolute path"
         raise InvalidSpecError(
             f"input_files[{name!r}]: URL scheme {parts.scheme or '(none)'!r} is not "
-            f"allowed (allowed: {allowed})",
+            f"allowed (allowed: {allowed}{hint})",
             field=field,
             code="url_not_allowed",
         )
+    if scheme == "file":
+        return  # file:///path: the "file" downloader checks it
     if not parts.hostname:
         raise InvalidSpecError(
             f"input_files[{name!r}]: URL {url!r} has no host", field=field, code="invalid_url"

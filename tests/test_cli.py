@@ -16,8 +16,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 import ffmpeg_tasks
-from ffmpeg_tasks.cli import LocalFileDownloader, _commands_last, build_parser
-from ffmpeg_tasks.errors import DownloadError
+from ffmpeg_tasks.cli import _commands_last, build_parser
 from ffmpeg_tasks.store.sqlite import SQLiteTaskStore
 
 from .servers import MediaServer
@@ -85,7 +84,7 @@ def test_run_local_file_input_with_json(tmp_path: Path, media_dir: Path) -> None
     assert res.returncode == 0, res.stderr
     task = json.loads(res.stdout)
     assert task["status"] == "completed"
-    assert task["input_files"]["in.mp4"].startswith("file://localhost/")
+    assert task["input_files"]["in.mp4"] == str(src)  # the absolute path, as named
     path = url_path(task["output_url"])
     assert path.is_file()
     assert path.stat().st_size > 0.5 * src.stat().st_size  # a stream copy of the clip
@@ -170,6 +169,31 @@ def test_ffmpeg_failure_exits_1_and_json_has_the_code(tmp_path: Path, media_dir:
     assert task["error_code"]
     assert f"failed: {task['error_code']}: " in res.stderr
     assert "ffmpeg said" not in res.stderr
+
+
+def test_the_old_home_of_local_file_downloader_still_imports() -> None:
+    from ffmpeg_tasks import LocalFileDownloader as new
+    from ffmpeg_tasks.cli import LocalFileDownloader as old
+
+    assert old is new
+
+
+def test_run_reads_s3_and_local_inputs_in_one_task(
+    tmp_path: Path, media_dir: Path, s3_server: Any, s3_bucket: str, s3_client: Any
+) -> None:
+    s3_client.put_object(
+        Bucket=s3_bucket, Key="in/clip.mp4", Body=(media_dir / "clip.mp4").read_bytes()
+    )
+    (tmp_path / "logo.png").write_bytes((media_dir / "logo.png").read_bytes())
+    res = cli(
+        "run", "-i in.mp4 -i logo.png -filter_complex overlay -c:v libx264 -preset ultrafast "
+        "out.mp4", "-i", f"in.mp4=s3://{s3_bucket}/in/clip.mp4", "-i", "logo.png=./logo.png",
+        "-o", "out.mp4", "--storage-dir", "out", "--endpoint-url", s3_server.endpoint_url,
+        "--region", "us-east-1", "--json", "-q",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["status"] == "completed"
 
 
 def test_deadline_bounds_the_whole_task(tmp_path: Path) -> None:
@@ -448,34 +472,6 @@ def test_commands_that_start_with_a_dash_are_not_read_as_options() -> None:
     assert args.command == ["-i in.mp4 out.mp4"]
     assert args.inputs == ["in.mp4=x.mp4"]
     assert args.outputs == ["out.mp4"]
-
-
-class _NoNetwork:
-    async def fetch(self, url: str, dest: Path, **kwargs: Any) -> int:
-        raise AssertionError(f"unexpected network fetch of {url}")
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def test_local_file_downloader_reads_only_the_named_files(
-    tmp_path: Path, media_dir: Path
-) -> None:
-    named = "file://localhost" + str(media_dir / "clip.mp4")
-    dl = LocalFileDownloader({named: media_dir / "clip.mp4"}, _NoNetwork())  # type: ignore[arg-type]
-    seen: list[tuple[int, int | None]] = []
-    size = await dl.fetch(named, tmp_path / "a.mp4", progress=lambda d, t: seen.append((d, t)))
-    assert (tmp_path / "a.mp4").read_bytes() == (media_dir / "clip.mp4").read_bytes()
-    assert seen[-1] == (size, size)
-    for other in ("file://localhost/etc/passwd", "file:///etc/passwd", "FILE://localhost/x"):
-        with pytest.raises(DownloadError) as info:
-            await dl.fetch(other, tmp_path / "b")
-        assert info.value.code == "url_not_allowed"
-        assert other in str(info.value)
-    with pytest.raises(DownloadError) as info:
-        await dl.fetch(named, tmp_path / "c", max_bytes=100)
-    assert info.value.code == "download_too_large"
-    assert not (tmp_path / "b").exists()
 
 
 # -- follow(): the progress bar ---------------------------------------------------------

@@ -273,7 +273,7 @@ async def test_bad_input_url_fails_cleanly(
     assert task.error_code == code
     assert url in (task.error or "")
     assert leftovers(tmp_path) == []
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.mp4"))
+    assert not stored_mp4s(tmp_path)
 
 
 async def test_unreachable_host_fails(tmp_path: Path, dead_endpoint: str) -> None:

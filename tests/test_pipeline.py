@@ -488,7 +488,7 @@ async def test_release_puts_a_running_task_back_and_it_runs_again(
         assert released.worker is None
         assert released.error_code is None
         assert not leftovers(tmp_path)
-        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.mp4"))
+        assert not stored_mp4s(tmp_path)
         done = await tm.execute(task.id)
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.attempts["run"] == 2

@@ -173,7 +173,7 @@ async def test_files_either_side_of_the_in_memory_limit_arrive_whole_and_checked
     storage: S3Storage, s3_client: Any, s3_bucket: str, tmp_path: Path, extra: int
 ) -> None:
     """Files up to ``_INLINE_BODY`` are sent from memory, larger ones from the file."""
-    data = os.urandom(s3_module._INLINE_BODY + extra)
+    data = os.urandom(s3_module.INLINE_BODY + extra)
     src = tmp_path / "out.bin"
     src.write_bytes(data)
     seen: list[tuple[int, int]] = []
@@ -210,7 +210,7 @@ def test_a_small_file_that_grows_before_it_is_read_is_sent_whole_from_the_file(
                 f.write(b"y" * 1000)
             return st
 
-    size, data, sums = s3_module._open_small(Growing(path), 500, md5=False, crc32=True)
+    size, data, sums = s3_module.open_small(Growing(path), 500, md5=False, crc32=True)
     assert (size, data, sums) == (1100, None, {})
 
 
@@ -567,7 +567,7 @@ async def test_multipart_streams_at_most_max_concurrency_parts(
     live = 0
     peak = 0
     opened = 0
-    original = s3_module._FileSlice
+    original = s3_module.FileSlice
 
     class CountingSlice(original):  # type: ignore[misc, valid-type]
         def __init__(self, path: Path, offset: int, length: int) -> None:
@@ -583,7 +583,7 @@ async def test_multipart_streams_at_most_max_concurrency_parts(
                 live -= 1
             super().release()
 
-    monkeypatch.setattr(s3_module, "_FileSlice", CountingSlice)
+    monkeypatch.setattr(s3_module, "FileSlice", CountingSlice)
     src = tmp_path / "big.bin"
     data = os.urandom(26 * MiB)  # 6 parts of 5 MiB (last 1 MiB)
     src.write_bytes(data)
@@ -631,7 +631,7 @@ async def test_a_part_changed_after_hashing_is_refused_and_aborted(
     fake_s3: ScriptedS3, big_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S3 answers BadDigest when a body does not match its checksum."""
-    real = s3_module._digests_of
+    real = s3_module.digests_of
 
     def then_change(path: Path, offset: int, length: int, **kw: bool) -> dict[str, str]:
         sums = real(path, offset, length, **kw)
@@ -641,7 +641,7 @@ async def test_a_part_changed_after_hashing_is_refused_and_aborted(
                 f.write(b"\xff\x00\xff")
         return sums
 
-    monkeypatch.setattr(s3_module, "_digests_of", then_change)
+    monkeypatch.setattr(s3_module, "digests_of", then_change)
     async with S3Storage(
         "b",
         endpoint_url=fake_s3.server.base_url,

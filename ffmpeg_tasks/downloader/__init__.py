@@ -1,7 +1,32 @@
-"""Downloaders: fetch one input URL into one local file."""
+"""Downloaders: fetch one input (a URL or a local path) into one local file."""
+
+from typing import TYPE_CHECKING, Any
 
 from .base import Downloader, DownloadProgress
 from .fake import FakeDownloader
 from .http import HttpDownloader
+from .local import LocalFileDownloader
+from .router import DownloaderRouter, StaticCheck
 
-__all__ = ["DownloadProgress", "Downloader", "FakeDownloader", "HttpDownloader"]
+if TYPE_CHECKING:
+    from .s3 import S3Downloader
+
+__all__ = [
+    "DownloadProgress",
+    "Downloader",
+    "DownloaderRouter",
+    "FakeDownloader",
+    "HttpDownloader",
+    "LocalFileDownloader",
+    "S3Downloader",
+    "StaticCheck",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Downloader`` imports aiobotocore: only on first use."""
+    if name == "S3Downloader":
+        from .s3 import S3Downloader
+
+        return S3Downloader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

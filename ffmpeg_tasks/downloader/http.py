@@ -254,7 +254,20 @@ class HttpDownloader(AsyncResource):
 
     # --- hop checks ------------------------------------------------------------
 
-    def check_url(self, url: str, target: URL, previous: URL | None = None) -> None:
+    def check_input(self, url: str) -> None:
+        """Refuse now what no fetch would accept: another scheme, credentials, a port
+        outside ``allowed_ports``.  (Addresses are checked when connecting.)"""
+        try:
+            target = URL(url)
+        except (ValueError, TypeError) as exc:
+            raise DownloadError(
+                f"{url}: malformed URL ({exc})", url=url, code="invalid_url"
+            ) from None
+        self.check_url(url, target, addresses=False)
+
+    def check_url(
+        self, url: str, target: URL, previous: URL | None = None, *, addresses: bool = True
+    ) -> None:
         """Refuse ``target`` (``url`` itself or a redirect from ``previous``) if not allowed.
 
         Raises DownloadError(code="url_not_allowed") for a bad scheme, credentials,
@@ -287,7 +300,7 @@ class HttpDownloader(AsyncResource):
             raise DownloadError(
                 f"{shown}: port {target.port} is not allowed", url=url, code="url_not_allowed"
             )
-        if self.address_filter is not None:
+        if addresses and self.address_filter is not None:
             reason = check_host(target.host, self.address_filter)
             if reason is not None:
                 raise BlockedAddressError(f"{shown}: {reason}", url=url)

@@ -10,6 +10,7 @@ from aiohttp import web
 from ffmpeg_tasks import HttpDownloader, LocalExecutor, LocalStorage, TaskManager, TaskStatus
 from ffmpeg_tasks.sniff import check_input
 
+from ..helpers import leftovers
 from ..servers import MediaServer
 
 SUBS_CMD = "-i in.mp4 -vf subtitles=subs.srt -c:v libx264 -preset ultrafast -an out.mp4"
@@ -57,7 +58,7 @@ async def test_hostile_subtitle_input_is_refused_before_ffmpeg(
     assert task.error_code == "input_type_mismatch"
     assert "subs.srt" in (task.error or "")
     assert not any("never-fetched" in path for _, path, _ in media_server.requests[before:])
-    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
+    assert not leftovers(tmp_path)
 
 
 async def test_real_subtitles_still_burn_in(tmp_path: Path, media_server: MediaServer) -> None:
