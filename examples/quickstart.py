@@ -1,7 +1,8 @@
 """Quickstart: transcode a video into local storage — no cloud account needed.
 
-    python examples/quickstart.py                  # makes a test clip and serves it locally
-    python examples/quickstart.py https://…/in.mp4 # or transcode any public URL
+    python examples/quickstart.py                   # makes a test clip with ffmpeg and uses it
+    python examples/quickstart.py ~/Videos/in.mp4   # or a video file of yours
+    python examples/quickstart.py https://…/in.mp4  # or any public URL
 
 The output lands in ./ffmpeg-tasks-output/<task id>/output.mp4.
 """
@@ -13,32 +14,42 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _demo_media import make_clip, serve
-from aiohttp import web
+from _demo_media import make_clip
 
-from ffmpeg_tasks import HttpDownloader, LocalStorage, TaskManager
+from ffmpeg_tasks import (
+    Downloader,
+    HttpDownloader,
+    LocalFileDownloader,
+    LocalStorage,
+    TaskManager,
+)
 
 COMMAND = "-i input.mp4 -vf scale=640:-2 -c:v libx264 -preset veryfast -crf 23 -c:a aac output.mp4"
 
 
-async def main() -> None:
-    runner: web.AppRunner | None = None
+def given(argv: list[str]) -> str | Path | None:
+    """The input named on the command line: a URL, a local file, or None (make a clip)."""
+    if not argv:
+        return None
+    return argv[0] if "://" in argv[0] else Path(argv[0]).expanduser().absolute()
+
+
+async def main(source: str | Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        if len(sys.argv) > 1:
-            url, local = sys.argv[1], False
-        else:
-            clip = await make_clip(Path(tmp))
-            runner, port = await serve(clip.parent)
-            url, local = f"http://127.0.0.1:{port}/clip.mp4", True
+        if source is None:
+            source = await make_clip(Path(tmp))
+        http = HttpDownloader()
+        downloader: dict[str, Downloader] = {"https": http, "http": http}
+        if isinstance(source, Path):
+            # Local inputs are read only from below the roots named here: this file's folder.
+            downloader["file"] = LocalFileDownloader(roots=[source.parent])
 
         async with TaskManager(
-            storage=LocalStorage("ffmpeg-tasks-output"),
-            # Private addresses are refused by default; the local demo server needs this.
-            downloader=HttpDownloader(allow_private_networks=local),
+            storage=LocalStorage("ffmpeg-tasks-output"), downloader=downloader
         ) as tm:
             ffmpeg = (await tm.health())["ffmpeg"]
             print(f"ffmpeg sandbox: {ffmpeg['sandbox']} (bwrap: {ffmpeg.get('bwrap_source')})")
-            task = await tm.register(COMMAND, {"input.mp4": url}, "output.mp4")
+            task = await tm.register(COMMAND, {"input.mp4": source}, "output.mp4")
             print(f"registered {task.id} ({task.status})")
             await tm.submit(task.id)
             async for event in tm.events(task.id):
@@ -47,8 +58,6 @@ async def main() -> None:
                 elif event.percent is not None:
                     print(f"\r{event.type:>10} {event.percent:5.1f}%", end="", flush=True)
             task = await tm.status(task.id)
-        if runner is not None:
-            await runner.cleanup()
     if task.status != "completed":
         raise SystemExit(f"failed: {task.error_code}: {task.error}")
     print(f"completed: {task.output_url}")
@@ -56,4 +65,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(given(sys.argv[1:])))

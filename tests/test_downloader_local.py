@@ -111,3 +111,14 @@ async def test_size_caps(tree: Path) -> None:
 def test_no_roots_read_nothing(tree: Path) -> None:
     with pytest.raises(DownloadError, match="has no roots"):
         LocalFileDownloader(roots=[]).check_input(str(tree / "root" / "sub" / "clip.bin"))
+
+
+async def test_a_root_may_be_one_file(tree: Path) -> None:
+    clip = tree / "root" / "sub" / "clip.bin"
+    async with LocalFileDownloader(roots=[clip]) as dl:
+        assert await dl.fetch(str(clip), tree / "work" / "in.bin") == 11
+        with pytest.raises(DownloadError, match="outside the directories"):
+            dl.check_input(str(tree / "root" / "sub" / "other.bin"))
+    async with LocalFileDownloader(roots=[tree / "root" / "link-out"]) as dl:
+        with pytest.raises(DownloadError, match="leads out of the allowed directories"):
+            await dl.fetch(str(tree / "root" / "link-out"), tree / "work" / "x.bin")

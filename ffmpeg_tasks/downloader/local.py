@@ -2,12 +2,13 @@
 
     LocalFileDownloader(roots=["/data/media"])
 
-Only files below one of ``roots`` are read.  The check is made twice: on the path as
-given (``check_input``: at ``register``/``plan``), and again by the kernel as the file is
-opened — relative to the root's directory descriptor with ``openat2(RESOLVE_BENEATH)``
-where Linux has it (5.6+), else walking component by component with ``O_NOFOLLOW`` and
-resolving each symlink by hand — so a symlink that leads out of the root is refused and
-no check-then-open race exists.  Symlinks that stay inside the root are followed.
+Only files below one of ``roots`` are read (a root may also be one file).  The check
+is made twice: on the path as given (``check_input``: at ``register``/``plan``), and
+again by the kernel as the file is opened — relative to the root's directory descriptor
+with ``openat2(RESOLVE_BENEATH)`` where Linux has it (5.6+), else walking component by
+component with ``O_NOFOLLOW`` and resolving each symlink by hand — so a symlink that
+leads out of the root is refused and no check-then-open race exists.  Symlinks that
+stay inside the root are followed.
 
 The file is then cloned into the work dir (a reflink: instant, no extra space, on btrfs,
 XFS, bcachefs …) or else copied with ``copy_file_range`` in a thread.  Never hard-linked:
@@ -205,7 +206,8 @@ def _walk_beneath(root_fd: int, inside: PurePosixPath, flags: int) -> int:
 def _open_beneath(url: str, root: Path, inside: PurePosixPath) -> int:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the open
     try:
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        directory = root if inside.parts else root.parent
+        root_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise DownloadError(
             f"local input {url}: its directory cannot be opened ({exc.strerror})",
@@ -213,6 +215,8 @@ def _open_beneath(url: str, root: Path, inside: PurePosixPath) -> int:
             code="read_failed",
         ) from None
     try:
+        if not inside.parts:  # the root is this very file: opened as it is, no link followed
+            return os.open(root.name, flags | os.O_NOFOLLOW, dir_fd=root_fd)
         fd = _openat2(root_fd, str(inside), flags)
         return fd if fd is not None else _walk_beneath(root_fd, inside, flags)
     except OSError as exc:
