@@ -35,7 +35,7 @@ PROBE_WINDOW = 1 << 20
 #: file (after a UTF-8 BOM and blanks); the output check refuses them too.
 INDIRECT_START = re.compile(
     rb"\s*(?:#EXTM3U|#EXT-X-|ffconcat\s+version|<\?xml|<!--|<MPD\b|<SmoothStreamingMedia"
-    rb"|<CompositionPlaylist|v=0\s)",
+    rb"|<CompositionPlaylist|v=0\s|\#\s*VobSub\s+index\s+file)",
     re.I,
 )
 #: Texts libavformat's probes find anywhere in the C string the window starts with.

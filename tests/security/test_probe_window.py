@@ -64,8 +64,9 @@ def refused(name: str, data: bytes) -> None:
         b"some text\nc=IN IP4 127.0.0.1\nm=video 5004 RTP/AVP 96\n",  # SDP detects by this line
         b"junk <CompositionPlaylist xmlns='http://www.smpte-ra.org/schemas/2067-3/2016'>",
         b"\xef\xbb\xbf  <SmoothStreamingMedia MajorVersion='2'>",
+        b"# VobSub index file, v7 (do not modify this line!)\nsize: 720x480\n",  # opens a .sub
     ],
-    ids=["comment", "deep", "id3_hls", "id3x2_concat", "sdp_line", "imf", "smooth"],
+    ids=["comment", "deep", "id3_hls", "id3x2_concat", "sdp_line", "imf", "smooth", "vobsub"],
 )
 def test_what_libavformat_would_detect_anywhere_is_refused(data: bytes) -> None:
     assert len(data) <= PROBE_WINDOW
@@ -142,3 +143,42 @@ async def test_a_chain_step_output_is_sniffed_like_an_input(tmp_path: Path) -> N
         "input 'mid.srt' is a playlist or reference file, not media",
     )
     assert len(executor.calls) == 1  # step 2 never ran
+
+
+@pytest.mark.parametrize("sandbox", MODES)
+async def test_a_chain_step_cannot_move_a_manifest_into_the_probe_window(
+    tmp_path: Path, media_server: MediaServer, sandbox: str
+) -> None:
+    """An ordinary ``.srt`` whose last cue, past 1 MiB (where libavformat and the sniffer
+    stop looking), is a DASH manifest; step 1's ``-ss`` with ``-c copy`` makes it the first
+    cue of ``mid.srt``, which step 2 opens with ``subtitles=`` (no whitelist there)."""
+    cues = [
+        f"{i + 1}\n{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d},000 --> "
+        f"{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d},500\nfiller line\n\n"
+        for i in range(40_000)
+    ]
+    target = media_server.url("x/never-fetched")
+    cues.append(f"40001\n11:40:00,000 --> 11:40:01,000\n{mpd(target).decode()}\n")
+    payload = "".join(cues).encode()
+    assert len(payload) > PROBE_WINDOW
+    check_input("in.srt", payload)  # the input itself passes: the manifest is out of sight
+    url = _serve(media_server, f"deep-srt-{sandbox}", payload)
+    before = len(media_server.requests)
+    async with TaskManager(
+        storage=MemoryStorage(),
+        downloader=HttpDownloader(allow_private_networks=True),
+        executor=LocalExecutor(sandbox=sandbox),  # type: ignore[arg-type]
+        work_dir=tmp_path / "work",
+    ) as tm:
+        task = await tm.run(
+            ["-i in.srt -ss 42000 -c copy mid.srt",
+             "-i in.mp4 -vf subtitles=mid.srt -c:v libx264 -preset ultrafast -an out.mp4"],
+            {"in.mp4": media_server.media_url("clip.mp4"), "in.srt": url},
+            output_files=["mid.srt", "out.mp4"],
+        )  # fmt: skip
+    assert task.status is TaskStatus.FAILED, task.error
+    assert (task.error_code, task.error) == (
+        "input_type_mismatch",
+        "input 'mid.srt' is a playlist or reference file, not media",
+    )
+    assert not any("never-fetched" in path for _, path, _ in media_server.requests[before:])
