@@ -98,6 +98,7 @@ def main() -> None:
     aws = awscli()
     WORK.mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="s3-inputs-", dir=WORK))
+    (scratch / "media").mkdir()  # the file server of benchmarks.services serves nothing here
     rows = []
     try:
         with running(scratch / "media", scratch / "logs") as services:

@@ -199,3 +199,39 @@ class EventBus:
         """Wait for handlers still running."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+#: One line per change of a task's status; ``extra`` carries ``task_id``, ``event``,
+#: ``status`` and (on failure) ``error_code`` for structured log handlers.
+transition_log = logging.getLogger("ffmpeg_tasks.tasks")
+
+_LOGGED = {
+    EventType.QUEUED: logging.INFO,
+    EventType.STARTED: logging.INFO,
+    EventType.RETRYING: logging.WARNING,
+    EventType.COMPLETED: logging.INFO,
+    EventType.FAILED: logging.WARNING,
+    EventType.CANCELLED: logging.INFO,
+}
+
+
+def log_transition(event: Event) -> None:
+    """Log ``event`` if it changes a task's status (an event handler every manager has)."""
+    level = _LOGGED.get(event.type)
+    if level is None or not transition_log.isEnabledFor(level):
+        return
+    task = event.task
+    extra: dict[str, Any] = {"task_id": event.task_id, "event": event.type.value}
+    text = f"task {event.task_id} {event.type.value}"
+    if task is not None:
+        extra["status"] = task.status.value
+        if task.error_code:
+            extra["error_code"] = task.error_code
+            text += f": {task.error_code}: {task.error}"
+        elif task.finished_at is not None and task.started_at is not None:
+            seconds = (task.finished_at - task.started_at).total_seconds()
+            text += f" in {seconds:.1f}s ({len(task.outputs)} objects stored)"
+    elif event.message:
+        text += f": {event.message}"
+    transition_log.log(level, text, extra=extra)
+

@@ -34,7 +34,7 @@ from .errors import (
     InvalidTaskStateError,
     TaskNotFoundError,
 )
-from .events import Event, EventBus, EventHandler, EventType
+from .events import Event, EventBus, EventHandler, EventType, log_transition
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
 from .models import Phase, Task, TaskStatus, new_task_id, utcnow
@@ -121,6 +121,7 @@ class TaskManager(AsyncResource):
         self._ffprobe: str | bool | None = False  # False: not looked up yet
         self.worker_id = new_worker_id()
         self._bus = EventBus()
+        self._bus.add_handler(log_transition)
         if on_event is not None:
             self._bus.add_handler(on_event)
         self._local = LocalRuns(
