@@ -64,8 +64,11 @@ def s3_checksum(value: str, name: str) -> Literal["crc32"] | None:
     raise ConfigurationError(f"{name}={value!r}: use 'crc32' or 'none'")
 
 
-def store_from_url(url: str) -> Any:
-    """A task store for ``memory``, ``redis://…``, ``postgresql://…`` or a SQLite path."""
+def store_from_url(url: str, prefix: str | None = None) -> Any:
+    """A task store for ``memory``, ``redis://…``, ``postgresql://…`` or a SQLite path.
+
+    ``prefix`` names the Redis key prefix or the PostgreSQL table (several
+    deployments sharing one server)."""
     if url in ("", "memory"):
         from .store.memory import MemoryTaskStore
 
@@ -73,11 +76,11 @@ def store_from_url(url: str) -> Any:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .store.redis import RedisTaskStore
 
-        return RedisTaskStore(url)
+        return RedisTaskStore(url) if prefix is None else RedisTaskStore(url, prefix=prefix)
     if url.startswith(("postgres://", "postgresql://")):
         from .store.postgres import PostgresTaskStore
 
-        return PostgresTaskStore(url)
+        return PostgresTaskStore(url) if prefix is None else PostgresTaskStore(url, table=prefix)
     from .store.sqlite import SQLiteTaskStore
 
     return SQLiteTaskStore(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
@@ -134,7 +137,9 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
             kwargs["deadline"] = deadline
     if env.get("FFMPEG_TASKS_WORK_DIR"):
         kwargs["work_dir"] = env["FFMPEG_TASKS_WORK_DIR"]
-    kwargs["store"] = store_from_url(env.get("FFMPEG_TASKS_STORE", "memory"))
+    kwargs["store"] = store_from_url(
+        env.get("FFMPEG_TASKS_STORE", "memory"), env.get("FFMPEG_TASKS_STORE_PREFIX") or None
+    )
     retention = _number(env, "FFMPEG_TASKS_RETENTION", float)
     if retention:
         kwargs["retention"] = retention

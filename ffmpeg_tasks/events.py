@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from .models import Task, utcnow
+from .models import Phase, Task, TaskStatus, utcnow
 
-__all__ = ["Event", "EventBus", "EventHandler", "EventType"]
+__all__ = ["Event", "EventBus", "EventHandler", "EventType", "poll_store"]
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +235,40 @@ def log_transition(event: Event) -> None:
         text += f": {event.message}"
     transition_log.log(level, text, extra=extra)
 
+
+_PHASE_EVENTS = {
+    Phase.QUEUED: EventType.QUEUED,
+    Phase.DOWNLOADING: EventType.DOWNLOADING,
+    Phase.PROCESSING: EventType.RUNNING,
+    Phase.UPLOADING: EventType.UPLOADING,
+}
+
+
+async def poll_store(
+    snapshot: Callable[[], Awaitable[Task]], *, interval: float = 0.2, max_interval: float = 1.0
+) -> AsyncIterator[Event]:
+    """Events of a task another process runs, read from the shared store until it ends.
+
+    For backends without a cross-process event channel: yields an event when the
+    task's phase or progress changes (``percent`` set while ffmpeg runs) and its
+    terminal event, with the final task, as the last one.
+    """
+    seen: tuple[object, ...] | None = None
+    delay = interval
+    while True:
+        task = await snapshot()
+        if task.status.is_terminal:
+            yield Event(EventType(task.status.value), task.id, task=task)
+            return
+        state = (task.status, task.phase, task.progress)
+        if state != seen:
+            seen = state
+            delay = interval
+            kind = _PHASE_EVENTS.get(task.phase)
+            if task.status is TaskStatus.RUNNING and kind is None:
+                kind = EventType.STARTED
+            if kind is not None:
+                percent = task.progress if kind is EventType.RUNNING else None
+                yield Event(kind, task.id, percent=percent)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, max_interval)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import attrs
 
 from ._lifecycle import AsyncResource, cancel_and_wait, shielded
-from .backends.base import Backend
+from .backends.base import Backend, engine_name
 from .downloader.base import Downloader
 from .downloader.router import DownloaderRouter, StaticCheck
 from .errors import (
@@ -34,7 +34,7 @@ from .errors import (
     InvalidTaskStateError,
     TaskNotFoundError,
 )
-from .events import Event, EventBus, EventHandler, EventType, log_transition
+from .events import Event, EventBus, EventHandler, EventType, log_transition, poll_store
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
 from .models import Phase, Task, TaskStatus, new_task_id, utcnow
@@ -54,6 +54,7 @@ from .transitions import (
     requeue,
     worker_is_dead,
 )
+from .workdirs import SWEEP_EVERY, sweep_work_dirs
 
 __all__ = ["TaskManager"]
 
@@ -137,6 +138,7 @@ class TaskManager(AsyncResource):
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._janitor: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- construction helpers ---------------------------------------------------
 
@@ -216,6 +218,7 @@ class TaskManager(AsyncResource):
             if self._started:
                 return
             await self.recover()
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="ffmpeg-tasks-sweep")
             if self.backend is not None:
                 await self.backend.start(self.store)
                 self._bus.add_handler(self._share_event)
@@ -238,8 +241,9 @@ class TaskManager(AsyncResource):
         await shielded(self._close())
 
     async def _close(self) -> None:
-        if self._janitor is not None:
-            await cancel_and_wait(self._janitor)
+        for helper in (self._janitor, self._sweeper):
+            if helper is not None:
+                await cancel_and_wait(helper)
         await self._local.aclose()
         await self._bus.aclose()
         for backend in (self.backend, self._downloader, self._executor, self._storage, self._store):
@@ -397,7 +401,7 @@ class TaskManager(AsyncResource):
             raise InvalidTaskStateError(
                 f"task {task_id!r} is {what}; only pending tasks can be submitted"
             )
-        queued = queue(task)
+        queued = queue(task, engine=engine_name(self.backend))
         if not await self.store.replace(task, queued):
             raise InvalidTaskStateError(f"task {task_id!r} changed while being submitted")
         await self.backend.enqueue(queued)
@@ -483,12 +487,14 @@ class TaskManager(AsyncResource):
     async def events(self, task_id: str) -> AsyncIterator[Event]:
         """Yield the task's events until it ends (the last one is terminal)."""
         await self.status(task_id)  # TaskNotFoundError early
-        remote = self.backend.events(task_id) if self.backend is not None else None
-        if remote is not None and task_id not in self._local.runners:
-            async for event in remote:
+        snapshot = lambda: self.status(task_id)  # noqa: E731
+        if self.backend is not None and task_id not in self._local.runners:
+            # Another process may run it: the backend's channel, else the shared store.
+            remote = self.backend.events(task_id)
+            async for event in remote if remote is not None else poll_store(snapshot):
                 yield event
             return
-        async for event in self._bus.stream(task_id, lambda: self.status(task_id)):
+        async for event in self._bus.stream(task_id, snapshot):
             yield event
 
     async def _share_event(self, event: Event) -> None:
@@ -536,10 +542,14 @@ class TaskManager(AsyncResource):
 
         Called on start.  Tasks whose ``worker`` was a process on this host that no
         longer exists are failed with code ``interrupted`` or, with
-        ``on_interrupted="requeue"``, put back to PENDING.  Returns what it changed.
+        ``on_interrupted="requeue"``, put back to PENDING.  Tasks submitted to a job
+        engine (``task.engine`` set) are left alone: the engine retries them, and
+        its next worker takes them over.  Returns what it changed.
         """
         changed: builtins.list[Task] = []
         for task in await self.store.list(TaskStatus.RUNNING):
+            if task.engine is not None:
+                continue
             if task.worker is None or not worker_is_dead(task.worker):
                 continue
             new = requeue(task) if self.on_interrupted == "requeue" else interrupted(task)
@@ -569,6 +579,15 @@ class TaskManager(AsyncResource):
             update=self._local.update,
             warm_up=self._local.warm_up,
         )
+
+    async def _sweep_loop(self) -> None:
+        """Remove work dirs that killed processes left, now and every ``SWEEP_EVERY`` s."""
+        while True:
+            try:
+                await asyncio.to_thread(sweep_work_dirs, self.work_dir)
+            except Exception:
+                log.exception("sweeping stale work dirs failed")
+            await asyncio.sleep(SWEEP_EVERY)
 
     async def _purge_loop(self, retention: float) -> None:
         while True:

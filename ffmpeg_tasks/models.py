@@ -128,6 +128,9 @@ class Task:
     options: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
     idempotency_key: str | None = None
     worker: str | None = None
+    #: The job engine that owns this task's runs and retries (``"saq"``, ``"celery"``), set
+    #: when it is submitted to a backend; None while only the process running it does.
+    engine: str | None = None
     cancel_requested: bool = False
     version: int = 0
 
@@ -194,6 +197,7 @@ class Task:
             "options": dict(self.options),
             "idempotency_key": self.idempotency_key,
             "worker": self.worker,
+            "engine": self.engine,
             "cancel_requested": self.cancel_requested,
             "created_at": _dt_to_str(self.created_at),
             "started_at": _dt_to_str(self.started_at),
@@ -229,6 +233,7 @@ class Task:
             options=data.get("options", {}),
             idempotency_key=data.get("idempotency_key"),
             worker=data.get("worker"),
+            engine=data.get("engine"),
             cancel_requested=bool(data.get("cancel_requested", False)),
             version=data.get("version", 0),
         )

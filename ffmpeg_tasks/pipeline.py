@@ -8,11 +8,8 @@ status; a run only reports progress through ``update`` and raises when it fails.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,31 +35,14 @@ from .sniff import check_file
 from .storage.base import Storage
 from .storage.content_types import content_type_for
 from .transitions import LostOwnership, check_owner, update_progress
+from .workdirs import make_work_dir, work_dir_path
 
 __all__ = ["Run", "RunContext"]
 
 log = logging.getLogger("ffmpeg_tasks")
 
 STORE_PROGRESS_EVERY = 1.0  # seconds between progress writes to the task store
-
-
-def work_dir_path(root: Path | None, task_id: str) -> Path:
-    """Where one run's private directory goes: a new name under ``root`` (default: temp)."""
-    base = root if root is not None else Path(tempfile.gettempdir())
-    return base / f"ffmpeg-tasks-{task_id[:12]}-{secrets.token_hex(4)}"
-
-
-def make_work_dir(path: Path) -> None:
-    """Create ``path`` for this run only (blocking); errors name no host path."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.mkdir(mode=0o700)
-    except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise TaskFailure(
-            f"cannot create the task's work dir: {exc.strerror or type(exc).__name__}",
-            code="disk_full" if full else "failed",
-        ) from None
+HEARTBEAT_EVERY = 5.0  # a running task's record is rewritten at least this often
 
 
 @attrs.frozen
@@ -112,31 +92,44 @@ class Run:
         self.attempts: dict[str, int] = {}
         self.progress: float | None = None
         self._written: tuple[float | None, int] = (None, 0)
+        self._wrote_at = time.monotonic()
+        self._cancelling = False
         self.lost: LostOwnership | None = None
         self._main: asyncio.Task[Any] | None = None
 
     def _publish(self, event: Event) -> None:
         self.ctx.publish(event)
 
-    async def _flush(self, **changes: Any) -> None:
-        """Write phase, progress and attempts to the store (skipped if unchanged)."""
+    async def _flush(self, *, read: bool = False, **changes: Any) -> None:
+        """Write phase, progress and attempts to the store when they changed, and at
+        least every ``HEARTBEAT_EVERY`` s.  With ``read``, always read the record: a
+        cancel requested from another process stops the run, a new owner ends it."""
         state = (self.progress, len(self.attempts))
-        if not changes and state == self._written:
+        now = time.monotonic()
+        due = bool(changes) or state != self._written or now - self._wrote_at >= HEARTBEAT_EVERY
+        if not due and not read:
             return
-        self._written = state
         progress, attempts = self.progress, dict(self.attempts)
 
         def mutate(t: Task) -> Task:
             check_owner(t, self.ctx.worker)
+            if not due:
+                return t
             return update_progress(t, progress, attempts, **changes)
 
         self.task = await self.ctx.update(self.task.id, mutate)
+        if due:
+            self._written, self._wrote_at = state, now
+        if self.task.cancel_requested and self._main is not None and not self._cancelling:
+            self._cancelling = True
+            log.info("task %s: cancel requested from another process", self.task.id)
+            self._main.cancel()
 
     async def _reporter(self) -> None:
         while True:
             await asyncio.sleep(STORE_PROGRESS_EVERY)
             try:
-                await self._flush()
+                await self._flush(read=True)
             except LostOwnership as lost:
                 self.lost = lost
                 if self._main is not None:

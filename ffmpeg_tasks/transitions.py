@@ -30,12 +30,15 @@ __all__ = [
     "start",
     "update_progress",
     "worker_is_dead",
+    "worker_is_local",
 ]
 
 
-def queue(task: Task) -> Task:
-    """A PENDING task waiting for a slot or a job engine's worker."""
-    return task.evolve(phase=Phase.QUEUED)
+def queue(task: Task, engine: str | None = None) -> Task:
+    """A PENDING task waiting for a slot, or for a worker of the job engine ``engine``."""
+    if engine is None:
+        return task.evolve(phase=Phase.QUEUED)
+    return task.evolve(phase=Phase.QUEUED, engine=engine)
 
 
 def start(task: Task, worker: str) -> Task:
@@ -132,6 +135,11 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def worker_is_local(worker: str) -> bool:
+    """True when ``worker`` names a process on this host."""
+    return worker.partition(":")[0] == socket.gethostname()
+
+
 def worker_is_dead(worker: str) -> bool:
     """True when ``worker`` names a process on this host that no longer exists."""
     host, _, rest = worker.partition(":")
@@ -147,4 +155,14 @@ def worker_is_dead(worker: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that exited and waits for its parent to reap it (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")

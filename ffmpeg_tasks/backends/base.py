@@ -14,7 +14,7 @@ from ..events import Event
 from ..models import Task
 from ..store.base import TaskStore
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "engine_name"]
 
 
 @runtime_checkable
@@ -24,6 +24,10 @@ class Backend(Protocol):
     It never sees the manager: it gets the shared task store at ``start``, and its
     workers run tasks through a manager of their own (see ``backends/saq_worker.py``).
     """
+
+    #: The engine's name, recorded as ``Task.engine`` on the tasks it is given: a
+    #: task with an engine is retried by it, never failed by ``recover()``.
+    engine: str
 
     async def start(self, store: TaskStore) -> None:
         """Connect; called once when the manager starts, with the task store it shares.
@@ -50,3 +54,9 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def engine_name(backend: object) -> str:
+    """``backend.engine``, or its class name for a backend written before that attribute."""
+    name = getattr(backend, "engine", None)
+    return name if isinstance(name, str) and name else type(backend).__name__
