@@ -35,6 +35,7 @@ from .storage import LocalStorage, MemoryStorage, Storage, StoredFile
 from .store import MemoryTaskStore, SQLiteTaskStore, TaskStore
 
 if TYPE_CHECKING:
+    from .backends.celery import CeleryBackend
     from .backends.saq import SaqBackend
     from .downloader.s3 import S3Downloader
     from .progressbar import PlainBar, follow
@@ -49,6 +50,7 @@ _LAZY = {
     "RedisTaskStore": ".store.redis",
     "PostgresTaskStore": ".store.postgres",
     "SaqBackend": ".backends.saq",
+    "CeleryBackend": ".backends.celery",
     "Webhook": ".webhooks",
     "verify_signature": ".webhooks",
     "follow": ".progressbar",
@@ -94,6 +96,7 @@ __all__ = [
     "S3Storage",
     "SQLiteTaskStore",
     "SaqBackend",
+    "CeleryBackend",
     "SpecLimits",
     "Storage",
     "StoredFile",

@@ -1,4 +1,7 @@
-"""SaqBackend + worker processes against the real Redis (and saq on PostgreSQL).
+"""SaqBackend + worker processes against the real Redis: what is particular to saq.
+
+The guarantees every engine gives (kill -9, remote cancel, SIGTERM, events, saq on
+PostgreSQL) are checked by the conformance kit in tests/test_backend_conformance.py.
 
 Workers are real subprocesses (``tests/worker_proc.py``) running real ffmpeg on inputs
 from the ``media_server`` fixture.  A missing Redis or PostgreSQL fails these tests.
@@ -7,7 +10,6 @@ from the ``media_server`` fixture.  A missing Redis or PostgreSQL fails these te
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +21,6 @@ import redis.asyncio as aioredis
 
 from ffmpeg_tasks import (
     ConfigurationError,
-    EventType,
     HttpDownloader,
     LocalExecutor,
     LocalStorage,
@@ -30,10 +31,10 @@ from ffmpeg_tasks import (
 )
 from ffmpeg_tasks.backends import SaqBackend, job_key
 from ffmpeg_tasks.backends.saq_worker import MANAGER_KEY, add_worker_parser, run_task, worker_main
-from ffmpeg_tasks.store import PostgresTaskStore, RedisTaskStore
+from ffmpeg_tasks.store import RedisTaskStore
 
 from .servers import MediaServer, MotoS3Server
-from .worker_proc import descendants, spawn_helper, stop, wait_all_gone
+from .worker_proc import descendants, spawn_helper, stop
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -173,61 +174,6 @@ async def test_two_worker_processes_share_the_work(
 
 
 @pytest.mark.redis
-async def test_kill_9_mid_job_reruns_on_the_other_worker_exactly_once(
-    env: dict[str, Any], media_server: MediaServer
-) -> None:
-    manager: TaskManager = env["manager"]
-    workers: Workers = env["workers"]
-    a = workers.spawn()
-    await wait_workers(env["backend"], 1)
-    task = await submit(manager, media_server, t=4, src="long.mp4")
-    await wait_for(task.id, manager, lambda t: t.phase is Phase.PROCESSING and t.progress)
-    ffmpeg = ffmpeg_children(a.pid)
-    assert ffmpeg, descendants(a.pid)
-
-    a.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(a.wait, 10)
-    assert await asyncio.to_thread(wait_all_gone, ffmpeg) == []  # no orphan ffmpeg
-
-    b = workers.spawn()  # saq's sweep on b notices the stale heartbeat and retries the job
-    final = await manager.wait(task.id, timeout=45)
-
-    assert final.status is TaskStatus.COMPLETED, (final.error, workers.logs())
-    assert final.attempts["run"] == 2
-    assert worker_pid(final) == b.pid
-    assert stored_files(env["out"]) == [f"{task.id}/out.mp4"]
-    assert final.output is not None
-    assert final.output.size == (env["out"] / task.id / "out.mp4").stat().st_size
-
-
-@pytest.mark.redis
-async def test_cancel_from_the_api_process_stops_ffmpeg_on_the_worker(
-    env: dict[str, Any], media_server: MediaServer
-) -> None:
-    manager: TaskManager = env["manager"]
-    a = env["workers"].spawn()
-    await wait_workers(env["backend"], 1)
-    task = await submit(manager, media_server, t=8, src="long.mp4")
-    await wait_for(task.id, manager, lambda t: t.phase is Phase.PROCESSING and t.progress)
-    ffmpeg = ffmpeg_children(a.pid)
-    assert ffmpeg
-
-    cancelled = await manager.cancel(task.id)
-
-    assert cancelled.status is TaskStatus.CANCELLED
-    assert cancelled.error_code == "cancelled"
-    assert await asyncio.to_thread(wait_all_gone, ffmpeg) == []
-    assert stored_files(env["out"]) == []
-    job = await env["backend"].queue.job(job_key(task.id))
-    assert job is not None
-    assert job.status.value == "aborted"
-    # the worker is fine and runs the next task
-    assert a.poll() is None
-    nxt = await submit(manager, media_server, t=0.5, src="clip.mp4")
-    assert (await manager.wait(nxt.id, timeout=30)).status is TaskStatus.COMPLETED
-
-
-@pytest.mark.redis
 async def test_a_job_saq_itself_aborts_goes_back_to_pending_and_runs_again(
     env: dict[str, Any], media_server: MediaServer
 ) -> None:
@@ -253,27 +199,6 @@ async def test_a_job_saq_itself_aborts_goes_back_to_pending_and_runs_again(
     assert final.status is TaskStatus.COMPLETED, env["workers"].logs()
     assert final.attempts["run"] == 2
     assert stored_files(env["out"]) == [f"{task.id}/out.mp4"]
-
-
-@pytest.mark.redis
-async def test_progress_events_reach_the_api_process(
-    env: dict[str, Any], media_server: MediaServer
-) -> None:
-    manager: TaskManager = env["manager"]
-    env["workers"].spawn()
-    await wait_workers(env["backend"], 1)
-    task = await submit(manager, media_server, t=2, src="clip.mp4")
-
-    events = [e async for e in manager.events(task.id)]
-
-    types = [e.type for e in events]
-    assert types[-1] is EventType.COMPLETED
-    assert events[-1].task is not None
-    assert events[-1].task.status is TaskStatus.COMPLETED
-    running = [e for e in events if e.type is EventType.RUNNING and e.percent is not None]
-    assert running, types  # only pub/sub carries these; the store fallback yields the end
-    assert all(0 <= e.percent <= 100 for e in running if e.percent is not None)
-    assert all(e.task_id == task.id for e in events)
 
 
 @pytest.mark.redis
@@ -308,39 +233,6 @@ async def test_run_task_treats_a_finished_task_as_nothing_to_do(
     assert "skipped" in result
     assert "cancelled" in result["skipped"]
     assert (await manager.status(task.id)).status is TaskStatus.CANCELLED
-
-
-@pytest.mark.postgres
-async def test_saq_on_postgresql(ns: str, tmp_path: Path, media_server: MediaServer) -> None:
-    import psycopg
-
-    out = tmp_path / "out"
-    backend = SaqBackend(PG_URL, name=ns, heartbeat=2)
-    manager = TaskManager(
-        store=PostgresTaskStore(PG_URL, table=ns),
-        storage=LocalStorage(out),
-        backend=backend,
-    )
-    args = ["saq", "--queue", PG_URL, "--queue-name", ns, "--store", PG_URL]
-    args += ["--store-prefix", ns, "--storage-dir", str(out)]
-    proc = None
-    try:
-        async with manager:
-            assert backend.events(ns) is None  # no pub/sub: the manager polls the store
-            proc = spawn_helper(args, tmp_path / "worker.log")
-            task = await submit(manager, media_server, t=1, src="clip.mp4")
-            final = await manager.wait(task.id, timeout=45)
-            assert final.status is TaskStatus.COMPLETED, (tmp_path / "worker.log").read_text()
-            assert worker_pid(final) == proc.pid
-            assert stored_files(out) == [f"{task.id}/out.mp4"]
-            events = [e async for e in manager.events(task.id)]
-            assert [e.type for e in events] == [EventType.COMPLETED]
-    finally:
-        if proc is not None:
-            await asyncio.to_thread(stop, proc)
-        async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-            await conn.execute("DELETE FROM saq_jobs WHERE queue = %s", (ns,))
-            await conn.execute(f'DROP TABLE IF EXISTS "{ns}"')
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -379,27 +271,3 @@ def test_worker_cli_refuses_bad_settings(
     assert args.func is worker_main
     assert worker_main(args) == 2
     assert message in capsys.readouterr().err
-
-
-@pytest.mark.redis
-async def test_sigterm_releases_a_running_task_and_another_worker_completes_it(
-    env: dict[str, Any], media_server: MediaServer
-) -> None:
-    manager: TaskManager = env["manager"]
-    workers: Workers = env["workers"]
-    a = workers.spawn()
-    await wait_workers(env["backend"], 1)
-    task = await submit(manager, media_server, t=10, src="long.mp4")
-    await wait_for(task.id, manager, lambda t: t.phase is Phase.PROCESSING and t.progress)
-
-    a.send_signal(signal.SIGTERM)  # shutdown_grace=5 s < the 10 s job: it gets released
-    await asyncio.to_thread(a.wait, 30)
-    released = await manager.status(task.id)
-    assert released.status is TaskStatus.PENDING, (released.status, workers.logs())
-    assert released.worker is None
-
-    workers.spawn()
-    final = await manager.wait(task.id, timeout=60)
-    assert final.status is TaskStatus.COMPLETED, (final.error, workers.logs())
-    assert final.attempts["run"] == 2
-    assert stored_files(env["out"]) == [f"{task.id}/out.mp4"]

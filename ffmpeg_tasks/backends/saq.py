@@ -99,6 +99,8 @@ class SaqBackend(AsyncResource):
     processes want it, workers do not need it (saq's sweep retries their jobs).
     """
 
+    engine = "saq"
+
     def __init__(
         self,
         queue: saq.Queue | str,

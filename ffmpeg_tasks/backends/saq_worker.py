@@ -130,8 +130,8 @@ async def run_worker(
     its events reach the API processes.  Worker managers requeue interrupted tasks
     (``on_interrupted="requeue"``): the queue's retries decide what runs again.
     ``sweep_interval``: seconds between sweeps for jobs whose heartbeat stopped.
-    ``shutdown_grace``: seconds running tasks get to finish on SIGTERM before they are
-    cancelled (a cancelled task is recorded CANCELLED).
+    ``shutdown_grace``: seconds running tasks get to finish on SIGTERM; tasks still
+    running then are stopped and go back to PENDING (the queue runs them again).
     """
     saq_mod = _saq()
     if concurrency < 1:
@@ -215,20 +215,38 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     env = os.environ
     p: argparse.ArgumentParser = subparsers.add_parser(
         "worker",
-        help="run a worker that executes submitted tasks (saq queue)",
-        description="Run tasks submitted with a SaqBackend.  Stop with SIGTERM or Ctrl-C.",
+        help="run a worker that executes submitted tasks (saq or Celery)",
+        description="Run tasks submitted with a SaqBackend or a CeleryBackend.  "
+        "Stop with SIGTERM or Ctrl-C.",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("saq", "celery"),
+        default=env.get("FFMPEG_TASKS_ENGINE", "saq"),
+        help="the job engine: saq (default) or celery (env FFMPEG_TASKS_ENGINE)",
     )
     p.add_argument(
         "--queue",
         default=env.get("FFMPEG_TASKS_QUEUE"),
-        help="saq queue URL: redis://… or postgresql://… (env FFMPEG_TASKS_QUEUE)",
+        help="saq: redis://… or postgresql://…; celery: the broker, amqp://… or redis://… "
+        "(env FFMPEG_TASKS_QUEUE)",
     )
-    p.add_argument("--queue-name", default="ffmpeg_tasks", help="saq queue name")
+    p.add_argument(
+        "--queue-name",
+        default=env.get("FFMPEG_TASKS_QUEUE_NAME"),
+        help="queue name (default: ffmpeg_tasks for saq, ffmpeg-tasks for celery; "
+        "env FFMPEG_TASKS_QUEUE_NAME)",
+    )
     p.add_argument(
         "--store",
         default=env.get("FFMPEG_TASKS_STORE"),
         help="shared task store: redis://…, postgresql://… or a SQLite path "
         "(env FFMPEG_TASKS_STORE)",
+    )
+    p.add_argument(
+        "--store-prefix",
+        default=env.get("FFMPEG_TASKS_STORE_PREFIX"),
+        help="Redis key prefix or PostgreSQL table of the store (env FFMPEG_TASKS_STORE_PREFIX)",
     )
     p.add_argument("--concurrency", type=int, default=2, help="tasks at once (default 2)")
     p.add_argument("--s3-bucket", help="store outputs in this S3 bucket")
@@ -242,6 +260,13 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="let inputs come from private / loopback addresses",
     )
     p.add_argument("--sweep-interval", type=int, default=10, help="seconds between sweeps")
+    p.add_argument(
+        "--shutdown-grace",
+        type=int,
+        default=60,
+        help="seconds running tasks get to finish on SIGTERM before they go back to the "
+        "queue (default 60)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     p.set_defaults(func=worker_main)
     return p
@@ -258,10 +283,14 @@ def worker_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[st
         )
     if args.concurrency < 1:
         raise ConfigurationError(f"--concurrency must be >= 1, got {args.concurrency!r}")
+    if getattr(args, "shutdown_grace", 0) < 0:
+        raise ConfigurationError(f"--shutdown-grace must be >= 0, got {args.shutdown_grace!r}")
     if args.s3_bucket and args.storage_dir:
         raise ConfigurationError("use either --s3-bucket or --storage-dir, not both")
     merged = dict(env)
     merged["FFMPEG_TASKS_STORE"] = args.store
+    if getattr(args, "store_prefix", None):
+        merged["FFMPEG_TASKS_STORE_PREFIX"] = args.store_prefix
     merged["FFMPEG_TASKS_MAX_CONCURRENCY"] = str(args.concurrency)
     if args.s3_bucket:
         merged["S3_BUCKET"] = args.s3_bucket
@@ -286,8 +315,15 @@ def worker_main(args: argparse.Namespace) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    engine = getattr(args, "engine", "saq")
+    if not args.queue_name:
+        args.queue_name = "ffmpeg-tasks" if engine == "celery" else "ffmpeg_tasks"
     try:
         env = worker_settings(args, os.environ)
+        if engine == "celery":
+            from .celery_worker import celery_main
+
+            return celery_main(args, env)
     except FFmpegTasksError as exc:
         print(f"ffmpeg-tasks worker: {exc}", file=sys.stderr)
         return 2
@@ -303,6 +339,7 @@ def worker_main(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 name=args.queue_name,
                 sweep_interval=args.sweep_interval,
+                shutdown_grace=args.shutdown_grace,
             )
         )
     except FFmpegTasksError as exc:
