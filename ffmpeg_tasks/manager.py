@@ -38,6 +38,7 @@ from .events import Event, EventBus, EventHandler, EventType, log_transition, po
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
 from .models import Phase, Task, TaskStatus, new_task_id, utcnow
+from .overlap import choose
 from .pipeline import RunContext
 from .plan import TaskPlan, plan_task
 from .policy import CommandPolicy
@@ -95,6 +96,7 @@ class TaskManager(AsyncResource):
         on_interrupted: Literal["fail", "requeue"] = "fail",
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
+        overlap_inputs: bool = True,
     ) -> None:
         self._storage = storage
         self._downloader: Downloader | None = (
@@ -117,6 +119,8 @@ class TaskManager(AsyncResource):
             retention = retention.total_seconds()
         self.retention = retention
         self.on_interrupted = on_interrupted
+        #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download.
+        self.overlap_inputs = overlap_inputs
         self.backend = backend
         self._ffprobe_setting = ffprobe
         self._ffprobe: str | bool | None = False  # False: not looked up yet
@@ -327,7 +331,15 @@ class TaskManager(AsyncResource):
             binary = self.executor.ffmpeg_path
         except FFmpegTasksError:  # no ffmpeg here: the plan still shows the argv
             binary = "ffmpeg"
-        return plan_task(self.policy, commands, input_files, outputs, binary=binary)
+        plan = plan_task(self.policy, commands, input_files, outputs, binary=binary)
+        modes = choose(plan, input_files, self.downloader, enabled=self.overlap_inputs)
+        notes = [
+            f"{name}: ffmpeg reads it while it downloads"
+            if why is None
+            else f"{name}: downloaded before ffmpeg starts ({why})"
+            for name, why in modes.items()
+        ]
+        return attrs.evolve(plan, notes=(*plan.notes, *notes))
 
     def _check_inputs(
         self,
@@ -578,6 +590,7 @@ class TaskManager(AsyncResource):
             publish=self._bus.publish,
             update=self._local.update,
             warm_up=self._local.warm_up,
+            overlap_inputs=self.overlap_inputs,
         )
 
     async def _sweep_loop(self) -> None:

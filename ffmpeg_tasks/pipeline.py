@@ -27,6 +27,7 @@ from .metadata import OutputMetadata
 from .models import Phase, StoredObject, Task
 from .output_types import verify_outputs
 from .outputs import collect_outputs
+from .overlap import Feed, FeedRestarted, choose, wait_window
 from .plan import TaskPlan
 from .probe import StreamDump, check_expectations, probe_outputs
 from .progress_tracker import ProgressTracker
@@ -68,6 +69,8 @@ class RunContext:
     update: Callable[[str, Callable[[Task], Task]], Awaitable[Task]]
     #: Start a backend's one-time warm-up in the background (once per backend).
     warm_up: Callable[[object], None]
+    #: Let ffmpeg read streamable inputs while they download (overlap.py).
+    overlap_inputs: bool = True
 
 
 _PHASE_WORDS = {
@@ -94,6 +97,7 @@ class Run:
         self._written: tuple[float | None, int] = (None, 0)
         self._wrote_at = time.monotonic()
         self._cancelling = False
+        self._out_time: float | None = None
         self.lost: LostOwnership | None = None
         self._main: asyncio.Task[Any] | None = None
 
@@ -165,60 +169,18 @@ class Run:
         executor = m.executor  # resolve ffmpeg before downloading anything
         plan = m.plan(self.task)
         m.warm_up(executor)
-        await self._download_all()
-        m.warm_up(m.storage)
-        m.warm_up(m.downloader)  # for the next task
-        self.progress = 0.0
-        await self._flush(phase=Phase.PROCESSING)
+        modes = choose(plan, self.task.input_files, m.downloader, enabled=m.overlap_inputs)
+        feeds = {name: Feed(self.work, name) for name, why in modes.items() if why is None}
         timeout = self.task.options.get("timeout", m.timeout)
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         dump = StreamDump()
-        out_time: float | None = None
-        for index, step in enumerate(plan.steps):
-            tracker = ProgressTracker(step.timing)
-
-            def on_stderr(line: str, tracker: ProgressTracker = tracker) -> None:
-                tracker.feed_stderr(line)
-                dump.feed(line)
-
-            def on_progress(
-                block: Mapping[str, str], tracker: ProgressTracker = tracker, index: int = index
-            ) -> None:
-                nonlocal out_time
-                snap = tracker.update(block)
-                out_time = snap.out_time if snap.out_time is not None else out_time
-                percent = None
-                if snap.percent is not None:
-                    percent = (index + snap.percent / 100.0) / len(plan.steps) * 100.0
-                    self.progress = round(percent, 2)
-                self._publish(
-                    Event(
-                        EventType.RUNNING,
-                        self.task.id,
-                        percent=percent,
-                        fps=snap.fps,
-                        speed=snap.speed,
-                        eta=snap.eta,
-                        out_time=snap.out_time,
-                        step=index,
-                    )
-                )
-
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            args = step.args
-            result = await executor.run(
-                args,
-                self.work,
-                timeout=remaining,
-                stall_timeout=m.stall_timeout,
-                progress=on_progress,
-                on_stderr=on_stderr,
-            )
-            self.diagnostics = result.stderr_tail
-            if result.returncode != 0:
-                raise diagnose(result.returncode, result.stderr_tail)
-            if index < len(plan.steps) - 1:  # later steps read these: check them as inputs
-                await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
+        if feeds:
+            await self._run_streamed(executor, plan, feeds, dump, deadline)
+        else:
+            await self._download_all()
+            await self._start_processing()
+            for index in range(len(plan.steps)):
+                await self._step(executor, plan, index, dump, deadline)
         files = await asyncio.to_thread(self._collect, plan.outputs, plan.sidecars)
         self.progress = 100.0
         await self._flush(phase=Phase.UPLOADING)
@@ -231,10 +193,142 @@ class Run:
             stored.extend(await self._upload_all(files))
 
         async def probe() -> None:
-            metadata.update(await self._metadata(files, dump, out_time))
+            metadata.update(await self._metadata(files, dump, self._out_time))
 
         await all_or_nothing([upload(), probe()])
         return stored, metadata
+
+    async def _start_processing(self) -> None:
+        m = self.ctx
+        m.warm_up(m.storage)
+        m.warm_up(m.downloader)  # for the next task
+        self.progress = 0.0
+        await self._flush(phase=Phase.PROCESSING)
+
+    async def _step(
+        self,
+        executor: Executor,
+        plan: TaskPlan,
+        index: int,
+        dump: StreamDump,
+        deadline: float | None,
+    ) -> None:
+        """Run step ``index`` of ``plan``; raise the diagnosed failure if ffmpeg fails."""
+        step = plan.steps[index]
+        tracker = ProgressTracker(step.timing)
+        count = len(plan.steps)
+
+        def on_stderr(line: str) -> None:
+            tracker.feed_stderr(line)
+            dump.feed(line)
+
+        def on_progress(block: Mapping[str, str]) -> None:
+            snap = tracker.update(block)
+            if snap.out_time is not None:
+                self._out_time = snap.out_time
+            percent = None
+            if snap.percent is not None:
+                percent = (index + snap.percent / 100.0) / count * 100.0
+                self.progress = round(percent, 2)
+            self._publish(
+                Event(
+                    EventType.RUNNING,
+                    self.task.id,
+                    percent=percent,
+                    fps=snap.fps,
+                    speed=snap.speed,
+                    eta=snap.eta,
+                    out_time=snap.out_time,
+                    step=index,
+                )
+            )
+
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        result = await executor.run(
+            step.args,
+            self.work,
+            timeout=remaining,
+            stall_timeout=self.ctx.stall_timeout,
+            progress=on_progress,
+            on_stderr=on_stderr,
+        )
+        self.diagnostics = result.stderr_tail
+        if result.returncode != 0:
+            raise diagnose(result.returncode, result.stderr_tail)
+        if index < count - 1:  # later steps read these: check them as inputs
+            await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
+
+    async def _run_streamed(
+        self,
+        executor: Executor,
+        plan: TaskPlan,
+        feeds: Mapping[str, Feed],
+        dump: StreamDump,
+        deadline: float | None,
+    ) -> None:
+        """One step whose streamable inputs ffmpeg reads while they download (overlap.py)."""
+        for each in feeds.values():
+            await asyncio.to_thread(each.make)
+        downloads: dict[str, asyncio.Future[None]] = {}
+        for name, url in self.task.input_files.items():
+            feed = feeds.get(name)
+            dest = feed.download if feed is not None else self.work / name
+            downloads[name] = asyncio.ensure_future(self._download(name, url, dest))
+            if feed is not None:
+                feed.follow(downloads[name])
+        step: asyncio.Future[None] | None = None
+        feeders: list[asyncio.Future[None]] = []
+        try:
+            for name, download in downloads.items():
+                feed = feeds.get(name)
+                if feed is None:
+                    await download
+                    await asyncio.to_thread(check_file, name, self.work / name)
+                else:
+                    await wait_window(feed, download)
+                    await asyncio.to_thread(feed.check_window, name)
+            await self._start_processing()
+            feeders = [asyncio.ensure_future(asyncio.to_thread(f.run)) for f in feeds.values()]
+            step = asyncio.ensure_future(self._step(executor, plan, 0, dump, deadline))
+            pending: set[asyncio.Future[None]] = {step, *feeders}
+            pending.update(downloads[name] for name in feeds)
+            while not step.done():
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    if finished is not step and finished.exception() is not None:
+                        raise finished.exception()  # type: ignore[misc]
+            step.result()
+        except FeedRestarted:
+            # ffmpeg read bytes the download has since thrown away: run it on the whole file.
+            log.info("task %s: an input download started over; running ffmpeg again", self.task.id)
+            await self._stop_streams(step, feeders, feeds, {})
+            step, feeders = None, []
+            for name, download in downloads.items():
+                await download
+                if name in feeds:
+                    await asyncio.to_thread(feeds[name].replace_with_download)
+            await self._step(executor, plan, 0, dump, deadline)
+        finally:
+            await self._stop_streams(step, feeders, feeds, downloads)
+
+    @staticmethod
+    async def _stop_streams(
+        step: asyncio.Future[None] | None,
+        feeders: Sequence[asyncio.Future[None]],
+        feeds: Mapping[str, Feed],
+        downloads: Mapping[str, asyncio.Future[None]],
+    ) -> None:
+        """ffmpeg first (a closed FIFO would read as the end of the input), then the rest."""
+        if step is not None:
+            await cancel_and_wait(step)
+        for feed in feeds.values():
+            feed.stop.set()
+        for feeder in feeders:
+            await asyncio.wait([feeder])  # its thread ends: stop flag, or ffmpeg gone
+            if not feeder.cancelled():
+                feeder.exception()  # seen; the run's own outcome is what counts
+        for download in downloads.values():
+            await cancel_and_wait(download)
 
     def _collect(
         self, outputs: Sequence[str], sidecars: Sequence[str], *, final: bool = True
@@ -256,8 +350,8 @@ class Run:
         for name in self.task.input_files:
             await asyncio.to_thread(check_file, name, self.work / name)
 
-    async def _download(self, name: str, url: str) -> None:
-        dest = self.work / name
+    async def _download(self, name: str, url: str, dest: Path | None = None) -> None:
+        dest = self.work / name if dest is None else dest
 
         def progress(done: int, total: int | None) -> None:
             self._publish(

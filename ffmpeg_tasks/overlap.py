@@ -1,0 +1,227 @@
+"""Input overlap: ffmpeg reads an input while it is still downloading.
+
+For a container that a demuxer reads front to back (MPEG-TS, Matroska/WebM, FLV,
+MPEG-PS, MP3, WAV, FLAC, Ogg, NUT, Y4M), the input's name in the work dir is a FIFO:
+the download goes to ``.in/<name>`` beside it, and a feeder thread copies each byte to
+the FIFO as soon as it is on disk (``sendfile``), closing it when the download ends.
+ffmpeg thus starts after the first MiB (sniffed like any input) instead of after the
+last byte.  Everything else is downloaded first; :func:`choose` says why, and
+``TaskManager.plan()`` shows it.
+
+Only a one-step task, an input named once in the argv (as ``-i``'s value) with no input
+option that seeks (``-stream_loop``, ``-sseof``), fetched by a downloader that writes
+front to back (``HttpDownloader``).  If the download restarts from zero (a server
+without ``Range``), what ffmpeg already read cannot be taken back: the run stops and
+the step runs again from the complete file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import stat
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .downloader.base import Downloader
+from .downloader.router import DownloaderRouter
+from .filenames import extension
+from .plan import TaskPlan
+from .sniff import PROBE_WINDOW, check_input
+
+__all__ = ["STREAMABLE", "Feed", "FeedRestarted", "choose"]
+
+#: Extensions whose demuxers read front to back, with no seek to the end.
+STREAMABLE = frozenset(
+    {"ts", "mts", "m2ts", "mkv", "mka", "webm", "flv", "mpg", "mpeg", "vob", "mp3", "wav",
+     "flac", "ogg", "oga", "opus", "nut", "y4m"}
+)  # fmt: skip
+
+_SEEKING_OPTIONS = frozenset({"-stream_loop", "-sseof"})
+
+#: Bytes of an input that must be on disk (and sniffed) before ffmpeg starts.
+FIRST_WINDOW = PROBE_WINDOW
+
+DOWNLOAD_DIR = ".in"
+
+
+def _sequential(downloader: Downloader, url: str) -> bool:
+    from .downloader.http import HttpDownloader
+
+    if isinstance(downloader, DownloaderRouter):
+        try:
+            downloader = downloader.route(url)
+        except Exception:
+            return False
+    return isinstance(downloader, HttpDownloader)
+
+
+def choose(
+    plan: TaskPlan, inputs: Mapping[str, str], downloader: Downloader, *, enabled: bool = True
+) -> dict[str, str | None]:
+    """For each input: None when ffmpeg reads it while it downloads, else why it is first
+    downloaded whole."""
+    result: dict[str, str | None] = {}
+    argv = plan.steps[0].args if plan.steps else ()
+    for name, url in inputs.items():
+        ext = extension(name)
+        reason: str | None = None
+        if not enabled:
+            reason = "input overlap is off"
+        elif len(plan.steps) != 1:
+            reason = "chained steps read it"
+        elif ext not in STREAMABLE:
+            reason = f".{ext or '?'} may need seeking (moov or index at the end)"
+        elif not _sequential(downloader, url):
+            reason = "its downloader does not write front to back"
+        else:
+            at = [i for i, token in enumerate(argv) if token == name]
+            if len(at) != 1 or at[0] == 0 or argv[at[0] - 1] != "-i":
+                reason = "the command names it more than once, or not as -i"
+            elif _SEEKING_OPTIONS.intersection(argv[: at[0]]):
+                reason = "an input option seeks in it"
+        result[name] = reason
+    return result
+
+
+class FeedRestarted(Exception):
+    """The download started over: what ffmpeg read so far is no longer the file."""
+
+
+class Feed:
+    """One input streamed to ffmpeg through a FIFO while it downloads."""
+
+    def __init__(self, work: Path, name: str) -> None:
+        self.fifo = work / name
+        self.download = work / DOWNLOAD_DIR / name
+        self.part = self.download.with_name(self.download.name + ".part")
+        self.finished = threading.Event()  # the download is complete at ``download``
+        self.stop = threading.Event()
+        self.fed = 0
+
+    def make(self) -> None:
+        """Create the FIFO and the download dir (blocking)."""
+        self.download.parent.mkdir(mode=0o700, exist_ok=True)
+        os.mkfifo(self.fifo, 0o600)
+
+    def follow(self, download: asyncio.Future[Any]) -> None:
+        """Mark the feed finished when ``download`` completes successfully."""
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.finished.set()
+
+        download.add_done_callback(done)
+
+    def window_ready(self) -> bool:
+        """True once the first window is on disk (or the whole input is)."""
+        if self.finished.is_set():
+            return True
+        try:
+            return self.part.stat().st_size >= FIRST_WINDOW
+        except FileNotFoundError:
+            return False
+
+    def check_window(self, name: str) -> None:
+        """Sniff the first window like any downloaded input (blocking)."""
+        src = self._open_source()
+        if src is None:
+            return
+        try:
+            data = os.pread(src, FIRST_WINDOW, 0)
+        finally:
+            os.close(src)
+        check_input(name, data)
+
+    def replace_with_download(self) -> None:
+        """Fallback: the complete download takes the FIFO's place (blocking)."""
+        os.replace(self.download, self.fifo)
+
+    def run(self) -> None:
+        """Copy the download into the FIFO until it is complete (blocking, in a thread).
+
+        Returns when all was fed, when ffmpeg closed its end (it read what it needed),
+        or when asked to stop; raises :class:`FeedRestarted` if the file shrank.
+        """
+        out = self._open_fifo()
+        if out is None:
+            return
+        try:
+            src = self._open_source()
+            if src is None:
+                return
+            try:
+                self._copy(src, out)
+            finally:
+                os.close(src)
+        finally:
+            os.close(out)
+
+    def _open_fifo(self) -> int | None:
+        while not self.stop.is_set():
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: ffmpeg has not opened it yet
+                    raise
+                time.sleep(0.005)
+                continue
+            os.set_blocking(fd, True)
+            return fd
+        return None
+
+    def _open_source(self) -> int | None:
+        while not self.stop.is_set():
+            for path in (self.part, self.download):
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.close(fd)
+                        raise FeedRestarted("the download is not a regular file")
+                    return fd
+            time.sleep(0.01)
+        return None
+
+    def _copy(self, src: int, out: int) -> None:
+        while not self.stop.is_set():
+            finished = self.finished.is_set()  # read before the size: no byte is missed
+            size = os.fstat(src).st_size
+            if size < self.fed:
+                raise FeedRestarted("the download started over")
+            if size > self.fed:
+                try:
+                    self.fed += os.sendfile(out, src, self.fed, min(size - self.fed, 1 << 22))
+                except BrokenPipeError:
+                    return  # ffmpeg closed the input: it has what it needs
+                continue
+            if finished:
+                self._check_same_file(src, self.download)
+                return
+            self._check_same_file(src, self.part)
+            time.sleep(0.005)
+
+    @staticmethod
+    def _check_same_file(src: int, path: Path) -> None:
+        """The download may have started over in a new file (its part file replaced)."""
+        mine = os.fstat(src)
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # between an unlink and the next attempt's create: look again
+        if (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev):
+            raise FeedRestarted("the download started over")
+
+
+async def wait_window(feed: Feed, download: asyncio.Future[Any]) -> None:
+    """Wait until the first window of ``feed`` is on disk; raise the download's error."""
+    while not feed.window_ready():
+        if download.done():
+            download.result()  # its error, or: it finished (``finished`` is set by then)
+            if not feed.window_ready():
+                return
+        await asyncio.sleep(0.005)

@@ -1,0 +1,154 @@
+"""Input overlap with real ffmpeg: a streamable input is read while it still downloads.
+
+The media server trickles an MPEG-TS file; ffmpeg's progress must begin before the
+last byte arrives.  Failures mid-overlap (a download that dies, a cancel, a download
+that starts over) leave no work dir and no ffmpeg behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from ffmpeg_tasks import Event, EventType, TaskStatus
+
+from .conftest import Route
+from .helpers import leftovers, make_manager
+from .servers import MediaServer
+
+REMUX = "-i in.ts -c copy out.mkv"
+
+
+@pytest.fixture(scope="module")
+def ts_file(tmp_path_factory: pytest.TempPathFactory, ffmpeg_bin: str) -> Path:
+    """10 s of 640x360 video as MPEG-TS (about 2.4 MB: past the 1 MiB first window)."""
+    path = tmp_path_factory.mktemp("ts") / "clip.ts"
+    subprocess.run(
+        [ffmpeg_bin, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=640x360:rate=25:duration=10", "-c:v", "libx264", "-preset",
+         "ultrafast", "-crf", "23", "-g", "25", "-f", "mpegts", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def trickle(
+    data: bytes, *, chunk: int = 64 * 1024, delay: float = 0.05, stop_at: int = 0
+) -> object:
+    """A handler sending ``data`` slowly; with ``stop_at``, the connection dies there."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await resp.prepare(request)
+        for i in range(0, len(data), chunk):
+            if stop_at and i >= stop_at:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write(data[i : i + chunk])
+            await asyncio.sleep(delay)
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+async def test_ffmpeg_reads_a_ts_input_while_it_downloads(
+    tmp_path: Path, ts_file: Path, route: Route
+) -> None:
+    events: list[Event] = []
+    url = route(trickle(ts_file.read_bytes()))  # type: ignore[arg-type]
+    async with make_manager(tmp_path, on_event=events.append) as manager:
+        plan = await manager.plan(REMUX, {"in.ts": url}, "out.mkv")
+        assert "in.ts: ffmpeg reads it while it downloads" in plan.notes
+        task = await manager.run(REMUX, {"in.ts": url}, "out.mkv")
+    assert task.status is TaskStatus.COMPLETED, task.error
+    downloads = [e for e in events if e.type is EventType.DOWNLOADING]
+    first_run = next(e for e in events if e.type is EventType.RUNNING)
+    assert downloads[-1].bytes_done == ts_file.stat().st_size
+    assert first_run.time < downloads[-1].time  # ffmpeg ran before the last byte came
+    assert task.metadata["out.mkv"]["duration"] == pytest.approx(10, abs=0.5)
+    assert not leftovers(tmp_path)
+
+
+async def test_the_plan_says_why_an_input_is_downloaded_first(
+    tmp_path: Path, media_server: MediaServer
+) -> None:
+    url = media_server.media_url("long.mp4")
+    async with make_manager(tmp_path) as manager:
+        plan = await manager.plan("-i in.mp4 -c copy out.mkv", {"in.mp4": url}, "out.mkv")
+        assert any(
+            n.startswith("in.mp4: downloaded before ffmpeg starts (.mp4 may") for n in plan.notes
+        )
+        twice = await manager.plan(
+            "-i in.ts -i in.ts -map 0:v -map 1:v -c copy out.mkv", {"in.ts": url}, "out.mkv"
+        )
+        assert any("more than once" in n for n in twice.notes)
+        looped = await manager.plan(
+            "-stream_loop 2 -i in.ts -c copy out.mkv", {"in.ts": url}, "out.mkv"
+        )
+        assert any("seeks" in n for n in looped.notes)
+    async with make_manager(tmp_path, overlap_inputs=False) as manager:
+        off = await manager.plan(REMUX, {"in.ts": url}, "out.mkv")
+        assert any("overlap is off" in n for n in off.notes)
+
+
+async def test_a_download_that_dies_after_ffmpeg_started_fails_the_task(
+    tmp_path: Path, ts_file: Path, route: Route
+) -> None:
+    data = ts_file.read_bytes()
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise web.HTTPNotFound()  # the retry finds it gone: a permanent failure
+        dying = trickle(data, chunk=128 * 1024, delay=0.2, stop_at=len(data) * 3 // 4)
+        return await dying(request)  # type: ignore[operator]
+
+    events: list[Event] = []
+    async with make_manager(tmp_path, on_event=events.append) as manager:
+        task = await manager.run(REMUX, {"in.ts": route(handler)}, "out.mkv")
+    assert task.status is TaskStatus.FAILED
+    assert task.error_code == "download_http_error", task.error
+    assert any(e.type is EventType.RUNNING for e in events)  # ffmpeg had started
+    assert not leftovers(tmp_path)
+    assert not list((tmp_path / "out").rglob("*.mkv"))
+
+
+async def test_cancel_mid_overlap(tmp_path: Path, ts_file: Path, route: Route) -> None:
+    url = route(trickle(ts_file.read_bytes(), delay=0.2))  # type: ignore[arg-type]
+    async with make_manager(tmp_path) as manager:
+        task = await manager.register(REMUX, {"in.ts": url}, "out.mkv")
+        run = asyncio.create_task(manager.execute(task.id))
+        async with asyncio.timeout(30):
+            while (await manager.status(task.id)).phase.value != "processing":
+                await asyncio.sleep(0.02)
+        done = await manager.cancel(task.id)
+        assert done.status is TaskStatus.CANCELLED
+        assert (await run).status is TaskStatus.CANCELLED
+    assert not leftovers(tmp_path)
+
+
+async def test_a_download_that_starts_over_reruns_ffmpeg_on_the_whole_file(
+    tmp_path: Path, ts_file: Path, route: Route
+) -> None:
+    data = ts_file.read_bytes()
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1  # no Accept-Ranges: the retry downloads from byte 0 again
+        return await trickle(data, stop_at=len(data) // 2 if calls == 1 else 0)(request)  # type: ignore[operator]
+
+    async with make_manager(tmp_path) as manager:
+        task = await manager.run(REMUX, {"in.ts": route(handler)}, "out.mkv")
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert calls == 2
+    assert task.metadata["out.mkv"]["duration"] == pytest.approx(10, abs=0.5)
+    assert not leftovers(tmp_path)
