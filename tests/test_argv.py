@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -125,8 +126,8 @@ def test_any_printable_argv_round_trips_through_the_policy_tokenizer(args: list[
 )
 async def test_exactly_one_of_command_and_argv(
     tmp_path: Path,
-    command: object,
-    argv: object,
+    command: Any,
+    argv: Any,
     field: str,
     code: str,
     says: str,
@@ -135,7 +136,7 @@ async def test_exactly_one_of_command_and_argv(
         inputs = {"in.mp4": "https://example.com/in.mp4"}
         for call in (tm.register, tm.plan, tm.run):
             with pytest.raises(InvalidSpecError) as err:
-                await call(command, inputs, "out.mp4", argv=argv)  # type: ignore[operator]
+                await call(command, inputs, "out.mp4", argv=argv)
             assert (err.value.field, err.value.code) == (field, code)
             assert says in err.value.message
             assert "/usr/bin" not in err.value.message and "/bin/sh" not in err.value.message
@@ -201,7 +202,7 @@ async def test_a_compiled_argv_runs_through_the_manager(
 
 
 async def test_an_argv_task_runs_from_another_manager_on_a_shared_store(
-    tmp_path: Path, media_server: MediaServer
+    tmp_path: Path, media_server: MediaServer, ffprobe_bin: str | None
 ) -> None:
     """What a worker elsewhere reads back from the store is an ordinary command string."""
     db = tmp_path / "tasks.db"
@@ -215,6 +216,9 @@ async def test_an_argv_task_runs_from_another_manager_on_a_shared_store(
     assert done.status is TaskStatus.COMPLETED, (done.error, done.diagnostics)
     assert done.commands == task.commands
     assert tokenize(done.commands[0]) == tuple(argv[1:])
+    assert ffprobe_bin and done.output is not None
+    info = probe(ffprobe_bin, Path(done.output.uri.removeprefix("file://")))
+    assert info["format"]["tags"]["comment"] == 'it\'s "quoted"'  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
