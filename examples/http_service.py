@@ -6,6 +6,8 @@
 Endpoints (as before):
     POST /ffmpeg/register            {"command", "input_files", "output_filename"}
                                      -> {"task_id", "status"}
+                                     ("argv": [...] instead of "command": one command as
+                                     a list of arguments, e.g. ffmpeg-python's compile())
     POST /ffmpeg/execute/{task_id}   starts the task in the background -> {"task_id", "status"}
     GET  /ffmpeg/status/{task_id}    the task as JSON (status, output_url, error, error_code …)
     GET  /ffmpeg/health              ffmpeg, storage and store checks
@@ -32,7 +34,12 @@ from ffmpeg_tasks import (
 
 
 class RegisterRequest(BaseModel):
-    command: str = Field(examples=["-i input.mp4 -c:v libx264 -crf 23 output.mp4"])
+    command: str | None = Field(
+        default=None, examples=["-i input.mp4 -c:v libx264 -crf 23 output.mp4"]
+    )
+    argv: list[str] | None = Field(
+        default=None, examples=[["-i", "input.mp4", "-c:v", "libx264", "output.mp4"]]
+    )
     input_files: dict[str, str] = Field(examples=[{"input.mp4": "https://example.com/video.mp4"}])
     output_filename: str = Field(examples=["output.mp4"])
 
@@ -64,7 +71,9 @@ def create_app(manager: TaskManager | None = None) -> FastAPI:
 
     @app.post("/ffmpeg/register")
     async def register(body: RegisterRequest, request: Request) -> dict[str, Any]:
-        task = await tm(request).register(body.command, body.input_files, body.output_filename)
+        task = await tm(request).register(
+            body.command, body.input_files, body.output_filename, argv=body.argv
+        )
         return {"task_id": task.id, "status": task.status.value}
 
     @app.post("/ffmpeg/execute/{task_id}", status_code=202)

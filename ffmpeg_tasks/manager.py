@@ -23,6 +23,7 @@ from typing import Any, Literal
 import attrs
 
 from ._lifecycle import AsyncResource, cancel_and_wait, shielded
+from .argv import task_commands
 from .backends.base import Backend, engine_name
 from .downloader.base import Downloader
 from .downloader.router import DownloaderRouter, StaticCheck
@@ -271,10 +272,11 @@ class TaskManager(AsyncResource):
 
     async def register(
         self,
-        command: str | Sequence[str],
-        input_files: Mapping[str, str | os.PathLike[str]],
+        command: str | Sequence[str] | None = None,
+        input_files: Mapping[str, str | os.PathLike[str]] | None = None,
         output_filename: str | None = None,
         *,
+        argv: Sequence[str] | None = None,
         output_files: Sequence[str] | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
@@ -284,13 +286,15 @@ class TaskManager(AsyncResource):
         """Check and record a task; it is PENDING until executed or submitted.
 
         ``command`` is one ffmpeg command (without the program name) or a list of
-        commands run in order in one work dir.  ``timeout`` bounds ffmpeg's run;
+        commands run in order in one work dir; or give ``argv``, one command as a
+        list of arguments (ffmpeg-python's or typed-ffmpeg's ``compile()``; a
+        leading ``ffmpeg`` is dropped).  ``timeout`` bounds ffmpeg's run;
         ``deadline`` (default: the manager's) bounds a whole execution — fetch,
         run and store.  Raises :class:`InvalidSpecError`
         (or its subclass :class:`CommandRejectedError`) naming the bad part.
         """
         await self._ensure_started()
-        commands = (command,) if isinstance(command, str) else tuple(command)
+        commands = task_commands(command, argv)
         outputs = _declared_outputs(output_filename, output_files)
         input_files = self._check_inputs(commands, input_files, outputs)
         plan_task(self.policy, commands, input_files, outputs)  # raises on a bad command
@@ -317,14 +321,15 @@ class TaskManager(AsyncResource):
 
     async def plan(
         self,
-        command: str | Sequence[str],
-        input_files: Mapping[str, str | os.PathLike[str]],
+        command: str | Sequence[str] | None = None,
+        input_files: Mapping[str, str | os.PathLike[str]] | None = None,
         output_filename: str | None = None,
         *,
+        argv: Sequence[str] | None = None,
         output_files: Sequence[str] | None = None,
     ) -> TaskPlan:
         """Dry run: the argv, downloads, storage keys and policy verdicts; runs nothing."""
-        commands = (command,) if isinstance(command, str) else tuple(command)
+        commands = task_commands(command, argv)
         outputs = _declared_outputs(output_filename, output_files)
         input_files = self._check_inputs(commands, input_files, outputs)
         try:
@@ -344,7 +349,7 @@ class TaskManager(AsyncResource):
     def _check_inputs(
         self,
         commands: Sequence[str],
-        input_files: Mapping[str, str | os.PathLike[str]],
+        input_files: Mapping[str, str | os.PathLike[str]] | None,
         outputs: Sequence[str],
     ) -> dict[str, str]:
         """The spec checked against the schemes this manager's downloader serves, and each
@@ -422,8 +427,8 @@ class TaskManager(AsyncResource):
 
     async def run(
         self,
-        command: str | Sequence[str],
-        input_files: Mapping[str, str | os.PathLike[str]],
+        command: str | Sequence[str] | None = None,
+        input_files: Mapping[str, str | os.PathLike[str]] | None = None,
         output_filename: str | None = None,
         **kwargs: Any,
     ) -> Task:

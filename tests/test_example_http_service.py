@@ -106,3 +106,28 @@ async def test_errors_are_typed(service: str) -> None:
             assert r.status == 400
             error = await r.json()
             assert "/etc/passwd" in error["detail"]
+
+
+async def test_register_with_argv(service: str, media_server: MediaServer) -> None:
+    """``argv`` instead of ``command``: one command as a list, a token with spaces kept whole."""
+    argv = ["ffmpeg", "-i", "input.mp4", "-metadata", "title=a b", "-c", "copy", "output.mp4"]
+    async with aiohttp.ClientSession() as http:
+        body = {
+            "argv": argv,
+            "input_files": {"input.mp4": media_server.media_url("clip.mp4")},
+            "output_filename": "output.mp4",
+        }
+        async with http.post(f"{service}/ffmpeg/register", json=body) as r:
+            assert r.status == 200, await r.text()
+            task_id = (await r.json())["task_id"]
+        async with http.get(f"{service}/ffmpeg/status/{task_id}") as r:
+            assert (await r.json())["commands"] == [
+                "-i input.mp4 -metadata 'title=a b' -c copy output.mp4"
+            ]
+        for extra in ({}, {"command": "-i input.mp4 output.mp4"}):
+            both_or_neither = {**body, **extra}
+            if not extra:
+                del both_or_neither["argv"]
+            async with http.post(f"{service}/ffmpeg/register", json=both_or_neither) as r:
+                assert r.status == 400
+                assert "argv=" in (await r.json())["detail"]

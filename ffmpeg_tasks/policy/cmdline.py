@@ -164,6 +164,11 @@ class CommandLine:
                 continue
             if (name, stream, value) in seen_global and value is None:
                 continue
+            if self.harden and name in ("loglevel", "v") and value is not None:
+                readable = readable_loglevel(value)
+                if readable != value:
+                    ctx.notes.append(f"-{name} {value} is run as -{name} {readable}")
+                    value = readable
             seen_global.add((name, stream, value))
             args += self.render(name, stream, value, "global")
         formats = ",".join(sorted(self.input_formats))
@@ -205,6 +210,18 @@ class CommandLine:
         if value == "0" and self.spec_for(name, where).kind == "flag":
             return [f"-no{name}"]
         return [opt, value]
+
+
+#: Levels that hide the stream dump ffmpeg prints at ``info``.
+_BELOW_INFO = frozenset(["quiet", "panic", "fatal", "error", "warning", "-8", "0", "8", "16", "24"])
+
+
+def readable_loglevel(value: str) -> str:
+    """A ``-loglevel`` value at ``info`` or more and without flags (``level+`` prefixes
+    every line): the library reads input durations (progress) and output streams
+    (metadata without ffprobe) from the stream dump; ffmpeg's stderr stays host-side."""
+    level = value.split("+")[-1]
+    return "info" if level in _BELOW_INFO else level
 
 
 def pattern_inputs(target: str, inputs: frozenset[str]) -> list[str]:
