@@ -37,6 +37,7 @@ from .retry import RetryPolicy
 from .sniff import check_file
 from .storage.base import Storage
 from .storage.content_types import content_type_for
+from .telemetry import Telemetry
 from .transitions import LostOwnership, check_owner, update_progress
 
 __all__ = ["Run", "RunContext"]
@@ -88,6 +89,8 @@ class RunContext:
     update: Callable[[str, Callable[[Task], Task]], Awaitable[Task]]
     #: Start a backend's one-time warm-up in the background (once per backend).
     warm_up: Callable[[object], None]
+    #: Spans and metrics of the run's phases.
+    telemetry: Telemetry
 
 
 _PHASE_WORDS = {
@@ -172,7 +175,10 @@ class Run:
         executor = m.executor  # resolve ffmpeg before downloading anything
         plan = m.plan(self.task)
         m.warm_up(executor)
-        await self._download_all()
+        with m.telemetry.phase("fetch") as span:
+            fetched = await self._download_all()
+            span.set("inputs", len(self.task.input_files))
+            span.set("bytes", fetched)
         m.warm_up(m.storage)
         m.warm_up(m.downloader)  # for the next task
         self.progress = 0.0
@@ -212,18 +218,20 @@ class Run:
                 )
 
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            args = step.args
-            result = await executor.run(
-                args,
-                self.work,
-                timeout=remaining,
-                stall_timeout=m.stall_timeout,
-                progress=on_progress,
-                on_stderr=on_stderr,
-            )
-            self.diagnostics = result.stderr_tail
-            if result.returncode != 0:
-                raise diagnose(result.returncode, result.stderr_tail)
+            with m.telemetry.phase("run") as span:
+                span.set("step", index)
+                result = await executor.run(
+                    step.args,
+                    self.work,
+                    timeout=remaining,
+                    stall_timeout=m.stall_timeout,
+                    progress=on_progress,
+                    on_stderr=on_stderr,
+                )
+                span.set("exit_code", result.returncode)
+                self.diagnostics = result.stderr_tail
+                if result.returncode != 0:
+                    raise diagnose(result.returncode, result.stderr_tail)
             if index < len(plan.steps) - 1:  # later steps read these: check them as inputs
                 await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
         files = await asyncio.to_thread(self._collect, plan.outputs, plan.sidecars)
@@ -235,10 +243,16 @@ class Run:
         metadata: dict[str, OutputMetadata] = {}
 
         async def upload() -> None:
-            stored.extend(await self._upload_all(files))
+            with m.telemetry.phase("store") as span:
+                stored.extend(await self._upload_all(files))
+                span.set("objects", len(stored))
+                span.set("bytes", sum(s.size for s in stored))
 
         async def probe() -> None:
-            metadata.update(await self._metadata(files, dump, out_time))
+            with m.telemetry.phase("probe") as span:
+                metadata.update(await self._metadata(files, dump, out_time))
+                codecs = {s["codec"] for v in metadata.values() for s in v["streams"]}
+                span.set("codecs", sorted(c for c in codecs if c))
 
         await all_or_nothing([upload(), probe()])
         return stored, metadata
@@ -258,12 +272,19 @@ class Run:
         for name, path in self._collect(outputs, sidecars, final=False):
             check_file(name, path)
 
-    async def _download_all(self) -> None:
-        await all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
+    async def _download_all(self) -> int:
+        """Fetch and check every input; return their bytes."""
+        sizes: list[int] = []
+
+        async def download(name: str, url: str) -> None:
+            sizes.append(await self._download(name, url))
+
+        await all_or_nothing(download(n, u) for n, u in self.task.input_files.items())
         for name in self.task.input_files:
             await asyncio.to_thread(check_file, name, self.work / name)
+        return sum(sizes)
 
-    async def _download(self, name: str, url: str) -> None:
+    async def _download(self, name: str, url: str) -> int:
         dest = self.work / name
 
         def progress(done: int, total: int | None) -> None:
@@ -282,7 +303,9 @@ class Run:
                 url, dest, max_bytes=self.ctx.max_input_bytes, progress=progress, resume=n > 1
             )
 
-        await self.ctx.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
+        size = await self.ctx.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
+        self.ctx.telemetry.fetched(size)
+        return size
 
     def _retrying(self, what: str) -> Callable[[int, TaskFailure, float], None]:
         def on_retry(attempt: int, exc: TaskFailure, wait: float) -> None:
@@ -347,7 +370,9 @@ class Run:
             )
 
         self.uploaded.append(key)  # before the put: a cancelled put may still leave an object
-        return await self.ctx.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
+        stored = await self.ctx.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
+        self.ctx.telemetry.stored(stored.size)
+        return stored
 
     async def discard_uploads(self) -> None:
         """Remove what this run stored, so a failed or cancelled task leaves nothing."""
