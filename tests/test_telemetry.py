@@ -327,3 +327,56 @@ def test_the_package_works_without_opentelemetry(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_global_providers_are_used_even_when_installed_after_the_manager(
+    tmp_path: Path,
+) -> None:
+    """No code in the host beyond installing an SDK (in a subprocess: the globals are set once)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from ffmpeg_tasks import FakeDownloader, FakeExecutor, MemoryStorage, TaskManager
+        from ffmpeg_tasks import fake_media
+
+        async def main():
+            tm = TaskManager(
+                downloader=FakeDownloader({{"https://e.x/in.mp4": fake_media("in.mp4")}}),
+                executor=FakeExecutor(outputs={{"out.mp4": fake_media("out.mp4")}}),
+                storage=MemoryStorage(),
+                work_dir={str(tmp_path)!r},
+            )
+            reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+            metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+            trace.set_tracer_provider(tracer_provider)
+            async with tm:
+                await tm.run(
+                    "-i in.mp4 -c copy out.mp4", {{"in.mp4": "https://e.x/in.mp4"}}, "out.mp4"
+                )
+            print(sorted(s.name for s in spans.get_finished_spans()))
+            data = reader.get_metrics_data()
+            print(sorted(m.name for r in data.resource_metrics for s in r.scope_metrics
+                         for m in s.metrics))
+
+        asyncio.run(main())
+        """
+    )
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    span_names, metric_names = done.stdout.splitlines()
+    assert span_names == str(
+        [f"ffmpeg_tasks.{n}" for n in ("fetch", "probe", "run", "store", "task")]
+    )
+    assert "'ffmpeg_tasks.tasks.finished'" in metric_names
+    assert "'ffmpeg_tasks.phase.duration'" in metric_names
