@@ -21,7 +21,7 @@ from .events import Event
 from .models import Task
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter, Histogram, MeterProvider, UpDownCounter
+    from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, UpDownCounter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 __all__ = ["SpanHandle", "TaskSpan", "Telemetry", "default_telemetry"]
@@ -64,8 +64,10 @@ class SpanHandle:
 
     def set(self, key: str, value: AttributeValue) -> None:
         if self.span is not None:
-            with _quiet("setting a span attribute"):
+            try:
                 self.span.set_attribute(f"{NAME}.{key}", value)
+            except Exception:
+                log.warning("telemetry: setting a span attribute failed", exc_info=True)
 
 
 class TaskSpan(SpanHandle):
@@ -102,10 +104,11 @@ class Telemetry:
         if not enabled:
             return
         try:
-            from opentelemetry import metrics, trace
+            from opentelemetry import context, metrics, trace
         except ImportError:
             return
         with _quiet("setting up the tracer and meter"):
+            self._context, self._trace = context, trace
             self._tracer: Tracer = trace.get_tracer(
                 NAME, __version__, tracer_provider=tracer_provider
             )
@@ -125,17 +128,15 @@ class Telemetry:
                 unit="{task}",
                 description="Tasks waiting for a slot in this process (max_concurrent_tasks).",
             )
-            self._task_duration: Histogram = meter.create_histogram(
+            self._task_duration = _seconds_histogram(
+                meter,
                 "ffmpeg_tasks.task.duration",
-                unit="s",
-                description="One run of a task in this process, by how it ended.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+                "One run of a task in this process, by how it ended.",
             )
-            self._phase_duration: Histogram = meter.create_histogram(
+            self._phase_duration = _seconds_histogram(
+                meter,
                 "ffmpeg_tasks.phase.duration",
-                unit="s",
-                description="One phase of a run: fetch, run (one ffmpeg step), probe, store.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+                "One phase of a run: fetch, run (one ffmpeg step), probe, store.",
             )
             self._fetched: Counter = meter.create_counter(
                 "ffmpeg_tasks.fetched", unit="By", description="Bytes of inputs fetched."
@@ -212,31 +213,30 @@ class Telemetry:
             raise
         finally:
             self._close(span, token)
-            with _quiet("recording a phase's duration"):
+            try:
                 elapsed = time.perf_counter() - started
                 self._phase_duration.record(elapsed, {"phase": name, "outcome": outcome})
+            except Exception:
+                log.warning("telemetry: recording a phase's duration failed", exc_info=True)
 
     def _open(self, name: str, attributes: Mapping[str, Any]) -> tuple[Span | None, object]:
         """Start span ``name`` and make it the current one (None where that failed)."""
         span: Span | None = None
         try:
-            from opentelemetry import context, trace
-
             span = self._tracer.start_span(name, attributes=attributes)
-            return span, context.attach(trace.set_span_in_context(span))
+            return span, self._context.attach(self._trace.set_span_in_context(span))
         except Exception:
             log.warning("telemetry: starting span %s failed", name, exc_info=True)
             return span, None
 
-    @staticmethod
-    def _close(span: Span | None, token: object) -> None:
-        with _quiet("ending a span"):
+    def _close(self, span: Span | None, token: Any) -> None:
+        try:
             if token is not None:
-                from opentelemetry import context
-
-                context.detach(token)  # type: ignore[arg-type]
+                self._context.detach(token)
             if span is not None:
                 span.end()
+        except Exception:
+            log.warning("telemetry: ending a span failed", exc_info=True)
 
     @staticmethod
     def _set_status(span: Span | None, code: Any, description: str | None = None) -> None:
@@ -280,8 +280,21 @@ class Telemetry:
         amount: int,
         attributes: Mapping[str, str] | None = None,
     ) -> None:
-        with _quiet("recording a metric"):
+        try:
             instrument.add(amount, attributes)
+        except Exception:
+            log.warning("telemetry: recording a metric failed", exc_info=True)
+
+
+def _seconds_histogram(meter: Meter, name: str, description: str) -> Histogram:
+    """A histogram in seconds with :data:`DURATION_BUCKETS` where the meter takes the advice."""
+    try:
+        return meter.create_histogram(
+            name, unit="s", description=description,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )  # fmt: skip
+    except TypeError:  # a meter that predates the advice (API < 1.30): the SDK's buckets
+        return meter.create_histogram(name, unit="s", description=description)
 
 
 _default: Telemetry | None = None
