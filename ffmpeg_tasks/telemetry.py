@@ -152,8 +152,8 @@ class Telemetry:
     def task(self, task: Task) -> Iterator[TaskSpan]:
         """Span ``ffmpeg_tasks.task`` around one run of ``task`` here; counts it as running.
 
-        Ends with status OK when completed, ERROR (``ffmpeg_tasks.error_code``) when
-        failed or cancelled — a ``CancelledError`` passing through counts as cancelled.
+        Ends with status ERROR (``ffmpeg_tasks.error_code``) when failed or cancelled — a
+        ``CancelledError`` passing through counts as cancelled — and leaves it unset otherwise.
         """
         if not self.enabled:
             yield TaskSpan()
@@ -183,9 +183,7 @@ class Telemetry:
         if status is None:
             return
         handle.set("status", status)
-        if status == "completed":
-            self._set_status(handle.span, StatusCode.OK)
-        elif status in ("failed", "cancelled"):
+        if status in ("failed", "cancelled"):  # success stays UNSET, as the spec asks
             code = handle.error_code or status
             handle.set("error_code", code)
             self._set_status(handle.span, StatusCode.ERROR, code)
@@ -233,6 +231,9 @@ class Telemetry:
         try:
             if token is not None:
                 self._context.detach(token)
+        except Exception:
+            log.warning("telemetry: restoring the current span failed", exc_info=True)
+        try:
             if span is not None:
                 span.end()
         except Exception:
