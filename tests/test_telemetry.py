@@ -47,6 +47,7 @@ class Otel:
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
     telemetry: Telemetry
+    tracer_provider: TracerProvider
 
     def finished_spans(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -80,7 +81,7 @@ def otel() -> Iterator[Otel]:
     meter_provider = MeterProvider(metric_readers=[reader])
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
     assert telemetry.enabled
-    yield Otel(spans, reader, telemetry)
+    yield Otel(spans, reader, telemetry, tracer_provider)
     tracer_provider.shutdown()
     meter_provider.shutdown()
 
@@ -251,6 +252,67 @@ async def test_running_and_queued_counts_and_a_cancel_before_start(
     spans = otel.finished_spans()
     ran = [s.attributes for s in spans if s.name == "ffmpeg_tasks.task"]
     assert [a["ffmpeg_tasks.task_id"] for a in ran if a] == [first.id]  # the second never ran
+
+
+async def test_a_chain_has_a_run_span_per_step_under_the_callers_span(
+    tmp_path: Path, media_server: MediaServer, otel: Otel
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("my-app")
+    async with make_manager(tmp_path, telemetry=otel.telemetry) as tm:
+        with tracer.start_as_current_span("request") as request:
+            task = await tm.run(
+                [
+                    "-i in.mp4 -t 1 -vf scale=160:-2 -c:v libx264 -preset ultrafast -an small.mp4",
+                    "-i small.mp4 -vf fps=5 anim.gif",
+                ],
+                {"in.mp4": media_server.media_url("clip.mp4")},
+                output_files=["anim.gif", "small.mp4"],
+            )
+    assert task.status is TaskStatus.COMPLETED, task.error
+    spans = otel.finished_spans()
+    root = task_span(spans, task.id)
+    assert root.parent is not None
+    assert root.parent.span_id == request.get_span_context().span_id
+    runs = sorted(
+        (s for s in children(spans, root) if s.name == "ffmpeg_tasks.run"),
+        key=lambda s: s.start_time or 0,
+    )
+    assert [dict(s.attributes or {}) for s in runs] == [
+        {"ffmpeg_tasks.step": 0, "ffmpeg_tasks.exit_code": 0},
+        {"ffmpeg_tasks.step": 1, "ffmpeg_tasks.exit_code": 0},
+    ]
+    (probe,) = by_name(children(spans, root))["ffmpeg_tasks.probe"]
+    assert probe.attributes is not None
+    assert set(probe.attributes["ffmpeg_tasks.codecs"]) == {"gif", "h264"}  # type: ignore[arg-type]
+    (store,) = by_name(children(spans, root))["ffmpeg_tasks.store"]
+    assert store.attributes is not None and store.attributes["ffmpeg_tasks.objects"] == 2
+    assert otel.total("ffmpeg_tasks.stored") == sum(o.size for o in task.outputs)
+    (run_steps,) = [
+        p for p in otel.points("ffmpeg_tasks.phase.duration") if p.attributes["phase"] == "run"
+    ]
+    assert run_steps.count == 2
+
+
+async def test_a_run_released_on_shutdown_is_not_counted_as_finished(
+    tmp_path: Path, media_server: MediaServer, otel: Otel
+) -> None:
+    tm = make_manager(tmp_path, telemetry=otel.telemetry)
+    async with tm:
+        task = await tm.register(SLOW, {"in.mp4": media_server.media_url("long.mp4")}, "out.mp4")
+        await tm.submit(task.id)
+        await until_processing(tm, task.id)
+        await tm.aclose(release=True)
+        assert (await tm.status(task.id)).status is TaskStatus.PENDING
+
+    root = task_span(otel.finished_spans(), task.id)
+    assert root.status.status_code is StatusCode.UNSET
+    assert root.attributes is not None
+    assert root.attributes["ffmpeg_tasks.status"] == "released"
+    assert "ffmpeg_tasks.error_code" not in root.attributes
+    assert otel.points("ffmpeg_tasks.tasks.finished") == []
+    assert otel.total("ffmpeg_tasks.tasks.running") == 0
+    (whole,) = otel.points("ffmpeg_tasks.task.duration")
+    assert dict(whole.attributes) == {"status": "released"}
 
 
 # -- telemetry that cannot break a task -------------------------------------------------
