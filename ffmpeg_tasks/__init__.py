@@ -33,6 +33,7 @@ from .retry import RetryPolicy
 from .spec import SpecLimits
 from .storage import LocalStorage, MemoryStorage, Storage, StoredFile
 from .store import MemoryTaskStore, SQLiteTaskStore, TaskStore
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .backends.celery import CeleryBackend
@@ -107,6 +108,7 @@ __all__ = [
     "TaskPlan",
     "TaskStatus",
     "TaskStore",
+    "Telemetry",
     "Webhook",
     "fake_media",
     "find_ffmpeg",

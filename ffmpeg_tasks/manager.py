@@ -48,6 +48,7 @@ from .runner import LocalRuns
 from .spec import SpecLimits, validate_spec
 from .storage.base import Storage
 from .store.base import TaskStore
+from .telemetry import Telemetry, default_telemetry
 from .transitions import (
     interrupted,
     new_worker_id,
@@ -98,6 +99,7 @@ class TaskManager(AsyncResource):
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
         overlap_inputs: bool = True,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._storage = storage
         self._downloader: Downloader | None = (
@@ -128,6 +130,9 @@ class TaskManager(AsyncResource):
         self.worker_id = new_worker_id()
         self._bus = EventBus()
         self._bus.add_handler(log_transition)
+        #: Spans and metrics (OpenTelemetry, when installed): the global providers by default.
+        self.telemetry = telemetry if telemetry is not None else default_telemetry()
+        self._bus.add_handler(self.telemetry.on_event)
         if on_event is not None:
             self._bus.add_handler(on_event)
         self._local = LocalRuns(
@@ -138,6 +143,7 @@ class TaskManager(AsyncResource):
             worker_id=self.worker_id,
             work_dir=self.work_dir,
             max_concurrent=max_concurrent_tasks,
+            telemetry=self.telemetry,
         )
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -596,6 +602,7 @@ class TaskManager(AsyncResource):
             update=self._local.update,
             warm_up=self._local.warm_up,
             overlap_inputs=self.overlap_inputs,
+            telemetry=self.telemetry,
         )
 
     async def _sweep_loop(self) -> None:

@@ -35,6 +35,7 @@ from .retry import RetryPolicy
 from .sniff import check_file
 from .storage.base import Storage
 from .storage.content_types import content_type_for
+from .telemetry import Telemetry
 from .transitions import LostOwnership, check_owner, update_progress
 from .workdirs import make_work_dir, work_dir_path
 
@@ -69,6 +70,8 @@ class RunContext:
     update: Callable[[str, Callable[[Task], Task]], Awaitable[Task]]
     #: Start a backend's one-time warm-up in the background (once per backend).
     warm_up: Callable[[object], None]
+    #: Spans and metrics of the run's phases.
+    telemetry: Telemetry
     #: Let ffmpeg read streamable inputs while they download (overlap.py).
     overlap_inputs: bool = True
 
@@ -177,7 +180,10 @@ class Run:
         if feeds:
             await self._run_streamed(executor, plan, feeds, dump, deadline)
         else:
-            await self._download_all()
+            with m.telemetry.phase("fetch") as span:
+                fetched = await self._download_all()
+                span.set("inputs", len(self.task.input_files))
+                span.set("bytes", fetched)
             await self._start_processing()
             for index in range(len(plan.steps)):
                 await self._step(executor, plan, index, dump, deadline)
@@ -190,10 +196,16 @@ class Run:
         metadata: dict[str, OutputMetadata] = {}
 
         async def upload() -> None:
-            stored.extend(await self._upload_all(files))
+            with m.telemetry.phase("store") as span:
+                stored.extend(await self._upload_all(files))
+                span.set("objects", len(stored))
+                span.set("bytes", sum(s.size for s in stored))
 
         async def probe() -> None:
-            metadata.update(await self._metadata(files, dump, self._out_time))
+            with m.telemetry.phase("probe") as span:
+                metadata.update(await self._metadata(files, dump, self._out_time))
+                codecs = {s["codec"] for v in metadata.values() for s in v["streams"]}
+                span.set("codecs", sorted(c for c in codecs if c))
 
         await all_or_nothing([upload(), probe()])
         return stored, metadata
@@ -244,17 +256,20 @@ class Run:
             )
 
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        result = await executor.run(
-            step.args,
-            self.work,
-            timeout=remaining,
-            stall_timeout=self.ctx.stall_timeout,
-            progress=on_progress,
-            on_stderr=on_stderr,
-        )
-        self.diagnostics = result.stderr_tail
-        if result.returncode != 0:
-            raise diagnose(result.returncode, result.stderr_tail)
+        with self.ctx.telemetry.phase("run") as span:
+            span.set("step", index)
+            result = await executor.run(
+                step.args,
+                self.work,
+                timeout=remaining,
+                stall_timeout=self.ctx.stall_timeout,
+                progress=on_progress,
+                on_stderr=on_stderr,
+            )
+            span.set("exit_code", result.returncode)
+            self.diagnostics = result.stderr_tail
+            if result.returncode != 0:
+                raise diagnose(result.returncode, result.stderr_tail)
         if index < count - 1:  # later steps read these: check them as inputs
             await asyncio.to_thread(self._check_intermediates, step.outputs, step.sidecars)
 
@@ -269,7 +284,7 @@ class Run:
         """One step whose streamable inputs ffmpeg reads while they download (overlap.py)."""
         for each in feeds.values():
             await asyncio.to_thread(each.make)
-        downloads: dict[str, asyncio.Future[None]] = {}
+        downloads: dict[str, asyncio.Future[int]] = {}
         for name, url in self.task.input_files.items():
             feed = feeds.get(name)
             dest = feed.download if feed is not None else self.work / name
@@ -279,18 +294,21 @@ class Run:
         step: asyncio.Future[None] | None = None
         feeders: list[asyncio.Future[None]] = []
         try:
-            for name, download in downloads.items():
-                feed = feeds.get(name)
-                if feed is None:
-                    await download
-                    await asyncio.to_thread(check_file, name, self.work / name)
-                else:
-                    await wait_window(feed, download)
-                    await asyncio.to_thread(feed.check_window, name)
+            with self.ctx.telemetry.phase("fetch") as span:  # until ffmpeg can start
+                span.set("inputs", len(downloads))
+                span.set("streamed", len(feeds))
+                for name, download in downloads.items():
+                    feed = feeds.get(name)
+                    if feed is None:
+                        await download
+                        await asyncio.to_thread(check_file, name, self.work / name)
+                    else:
+                        await wait_window(feed, download)
+                        await asyncio.to_thread(feed.check_window, name)
             await self._start_processing()
             feeders = [asyncio.ensure_future(asyncio.to_thread(f.run)) for f in feeds.values()]
             step = asyncio.ensure_future(self._step(executor, plan, 0, dump, deadline))
-            pending: set[asyncio.Future[None]] = {step, *feeders}
+            pending: set[asyncio.Future[Any]] = {step, *feeders}
             pending.update(downloads[name] for name in feeds)
             while not step.done():
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -316,7 +334,7 @@ class Run:
         step: asyncio.Future[None] | None,
         feeders: Sequence[asyncio.Future[None]],
         feeds: Mapping[str, Feed],
-        downloads: Mapping[str, asyncio.Future[None]],
+        downloads: Mapping[str, asyncio.Future[Any]],
     ) -> None:
         """ffmpeg first (a closed FIFO would read as the end of the input), then the rest."""
         if step is not None:
@@ -345,12 +363,19 @@ class Run:
         for name, path in self._collect(outputs, sidecars, final=False):
             check_file(name, path)
 
-    async def _download_all(self) -> None:
-        await all_or_nothing(self._download(n, u) for n, u in self.task.input_files.items())
+    async def _download_all(self) -> int:
+        """Fetch and check every input; return their bytes."""
+        sizes: list[int] = []
+
+        async def download(name: str, url: str) -> None:
+            sizes.append(await self._download(name, url))
+
+        await all_or_nothing(download(n, u) for n, u in self.task.input_files.items())
         for name in self.task.input_files:
             await asyncio.to_thread(check_file, name, self.work / name)
+        return sum(sizes)
 
-    async def _download(self, name: str, url: str, dest: Path | None = None) -> None:
+    async def _download(self, name: str, url: str, dest: Path | None = None) -> int:
         dest = self.work / name if dest is None else dest
 
         def progress(done: int, total: int | None) -> None:
@@ -369,7 +394,9 @@ class Run:
                 url, dest, max_bytes=self.ctx.max_input_bytes, progress=progress, resume=n > 1
             )
 
-        await self.ctx.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
+        size = await self.ctx.retry.call(attempt, on_retry=self._retrying(f"download:{name}"))
+        self.ctx.telemetry.fetched(size)
+        return size
 
     def _retrying(self, what: str) -> Callable[[int, TaskFailure, float], None]:
         def on_retry(attempt: int, exc: TaskFailure, wait: float) -> None:
@@ -434,7 +461,9 @@ class Run:
             )
 
         self.uploaded.append(key)  # before the put: a cancelled put may still leave an object
-        return await self.ctx.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
+        stored = await self.ctx.retry.call(attempt, on_retry=self._retrying(f"upload:{name}"))
+        self.ctx.telemetry.stored(stored.size)
+        return stored
 
     async def discard_uploads(self) -> None:
         """Remove what this run stored, so a failed or cancelled task leaves nothing."""

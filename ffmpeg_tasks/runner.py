@@ -19,6 +19,7 @@ from .events import Event, EventBus, EventType
 from .models import Task, TaskStatus
 from .pipeline import Run, RunContext
 from .store.base import TaskStore
+from .telemetry import TaskSpan, Telemetry
 from .transitions import (
     LostOwnership,
     cancel_unstarted,
@@ -47,7 +48,9 @@ class LocalRuns:
         worker_id: str,
         work_dir: Path | None,
         max_concurrent: int | None,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._store = store
         self._status = status
         self._context = context
@@ -117,7 +120,8 @@ class LocalRuns:
         if self._slots is not None:
             try:
                 await self.update(task_id, queue)
-                await self._slots.acquire()
+                with self._telemetry.queued():
+                    await self._slots.acquire()
             except asyncio.CancelledError:
                 if not self.should_release(task_id):
                     await shielded(self.cancel_pending(task_id))
@@ -154,6 +158,11 @@ class LocalRuns:
             raise InvalidTaskStateError(f"task {task_id!r} was started by someone else")
         self._bus.publish(Event(EventType.STARTED, task_id))
         run = Run(self._context(), running, self.work_dir)
+        with self._telemetry.task(running) as span:
+            return await self._settle(task_id, running, run, span)
+
+    async def _settle(self, task_id: str, running: Task, run: Run, span: TaskSpan) -> Task:
+        """Execute ``run`` and record how it ended: completed, failed, cancelled, released."""
         try:
             outputs, metadata = await run.execute()
             final = await self._finish(
@@ -166,9 +175,11 @@ class LocalRuns:
                 diagnostics=run.diagnostics,
             )
         except LostOwnership as lost:
+            span.end_as("lost")
             return self._lost(lost)
         except asyncio.CancelledError:
             if run.lost is not None:  # the reporter saw a takeover and stopped us
+                span.end_as("lost")
                 current = asyncio.current_task()
                 if current is not None and current.uncancel() > 0:
                     raise  # cancelled by someone else too
@@ -177,8 +188,10 @@ class LocalRuns:
             async def record_cancel() -> None:
                 await run.discard_uploads()
                 if self.should_release(task_id):
+                    span.end_as("released")
                     await self._release(task_id)
                     return
+                span.end_as("cancelled", "cancelled")
                 try:
                     final = await self._finish(
                         task_id,
@@ -189,6 +202,7 @@ class LocalRuns:
                         attempts={**running.attempts, **run.attempts},
                     )
                 except LostOwnership:
+                    span.end_as("lost")
                     return
                 self._bus.publish(Event(EventType.CANCELLED, task_id, task=final))
 
@@ -200,6 +214,7 @@ class LocalRuns:
             else:
                 log.exception("task %s failed unexpectedly", task_id)
                 message, code = f"internal error ({type(exc).__name__})", "internal_error"
+            span.end_as("failed", code)
 
             async def record_failure() -> Task:
                 await run.discard_uploads()
@@ -217,7 +232,9 @@ class LocalRuns:
             try:  # a cancel that arrives meanwhile propagates once the failure is recorded
                 return await shielded(record_failure())
             except LostOwnership as lost:
+                span.end_as("lost")
                 return self._lost(lost)
+        span.end_as("completed")
         self._bus.publish(Event(EventType.COMPLETED, task_id, percent=100.0, task=final))
         return final
 
