@@ -38,7 +38,8 @@ from .errors import (
 from .events import Event, EventBus, EventHandler, EventType, log_transition, poll_store
 from .executor.base import Executor
 from .ffmpeg import find_ffprobe
-from .models import Phase, Task, TaskStatus, new_task_id, utcnow
+from .janitor import purge_loop, sweep_loop
+from .models import Phase, Task, TaskStatus, new_task_id
 from .overlap import choose
 from .pipeline import RunContext
 from .plan import TaskPlan, plan_task
@@ -57,7 +58,6 @@ from .transitions import (
     requeue,
     worker_is_dead,
 )
-from .workdirs import SWEEP_EVERY, sweep_work_dirs
 
 __all__ = ["TaskManager"]
 
@@ -229,12 +229,14 @@ class TaskManager(AsyncResource):
             if self._started:
                 return
             await self.recover()
-            self._sweeper = asyncio.create_task(self._sweep_loop(), name="ffmpeg-tasks-sweep")
+            self._sweeper = asyncio.create_task(
+                sweep_loop(self.work_dir), name="ffmpeg-tasks-sweep"
+            )
             if self.backend is not None:
                 await self.backend.start(self.store)
                 self._bus.add_handler(self._share_event)
             if self.retention is not None:
-                self._janitor = asyncio.create_task(self._purge_loop(self.retention))
+                self._janitor = asyncio.create_task(purge_loop(self.store, self.retention))
             self._started = True
 
     async def aclose(self, *, release: bool = False) -> None:
@@ -263,6 +265,11 @@ class TaskManager(AsyncResource):
                     await backend.aclose()
                 except Exception:
                     log.exception("closing %r failed", backend)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._closed
 
     def release_on_cancel(self) -> None:
         """From now on, a task cancelled while running here goes back to PENDING.
@@ -398,14 +405,15 @@ class TaskManager(AsyncResource):
         """Known tasks, oldest first, optionally with one ``status``."""
         return await self.store.list(TaskStatus(status) if status is not None else None, limit)
 
-    async def execute(self, task_id: str, *, takeover: bool = False) -> Task:
+    async def execute(self, task_id: str, *, takeover: bool | str = False) -> Task:
         """Run a PENDING task now and return it finished.
 
         A failed job is a result (``status`` FAILED, ``error``/``error_code`` set),
         not an exception.  Cancelling the caller cancels the task (and propagates,
         once the task has settled).  Workers pass
         ``takeover=True`` to also run a task left RUNNING by a worker that died (the
-        job engine decided that); the run is counted in ``task.attempts["run"]``.
+        job engine decided that), or the dead worker's id to take it over only from
+        that run; the run is counted in ``task.attempts["run"]``.
         """
         await self._ensure_started()
         runner = self._local.start(await self.status(task_id), takeover=takeover)
@@ -427,7 +435,13 @@ class TaskManager(AsyncResource):
         queued = queue(task, engine=engine_name(self.backend))
         if not await self.store.replace(task, queued):
             raise InvalidTaskStateError(f"task {task_id!r} changed while being submitted")
-        await self.backend.enqueue(queued)
+        try:
+            await self.backend.enqueue(queued)
+        except BaseException:  # not queued after all: it may be submitted again
+            await shielded(
+                self.store.replace(queued, attrs.evolve(task, version=queued.version + 1))
+            )
+            raise
         self._bus.publish(Event(EventType.QUEUED, task_id))
         return queued
 
@@ -506,6 +520,15 @@ class TaskManager(AsyncResource):
         """
         await self._local.release_one(task_id)
         return await self.status(task_id)
+
+    async def fail_interrupted(self, task_id: str, *, runs: int) -> Task:
+        """FAIL (``interrupted``) a task whose ``runs`` runs each ended with its worker's
+        death — a job engine's last resort against a task that kills its workers."""
+        task = await self._local.update(
+            task_id, lambda t: t if t.status.is_terminal else interrupted(t, runs=runs)
+        )
+        self._bus.publish(Event(EventType(task.status.value), task_id, task=task))
+        return task
 
     async def events(self, task_id: str) -> AsyncIterator[Event]:
         """Yield the task's events until it ends (the last one is terminal)."""
@@ -604,23 +627,6 @@ class TaskManager(AsyncResource):
             overlap_inputs=self.overlap_inputs,
             telemetry=self.telemetry,
         )
-
-    async def _sweep_loop(self) -> None:
-        """Remove work dirs that killed processes left, now and every ``SWEEP_EVERY`` s."""
-        while True:
-            try:
-                await asyncio.to_thread(sweep_work_dirs, self.work_dir)
-            except Exception:
-                log.exception("sweeping stale work dirs failed")
-            await asyncio.sleep(SWEEP_EVERY)
-
-    async def _purge_loop(self, retention: float) -> None:
-        while True:
-            await asyncio.sleep(min(max(retention / 4, 1.0), 60.0))
-            try:
-                await self.store.purge(utcnow() - timedelta(seconds=retention))
-            except Exception:
-                log.exception("purging expired tasks failed")
 
 
 def _declared_outputs(

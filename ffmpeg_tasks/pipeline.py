@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -76,6 +77,12 @@ class RunContext:
     overlap_inputs: bool = True
 
 
+def _remove_work_dir(path: Path, lock: int | None) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if lock is not None:
+        os.close(lock)
+
+
 _PHASE_WORDS = {
     Phase.DOWNLOADING: "fetching inputs",
     Phase.PROCESSING: "running ffmpeg",
@@ -101,6 +108,7 @@ class Run:
         self._wrote_at = time.monotonic()
         self._cancelling = False
         self._out_time: float | None = None
+        self._lock: int | None = None  # held on the work dir while it exists (workdirs.py)
         self.lost: LostOwnership | None = None
         self._main: asyncio.Task[Any] | None = None
 
@@ -153,7 +161,7 @@ class Run:
         self.work = work_dir_path(self.work_root, self.task.id)
         try:
             async with window:
-                await shielded(asyncio.to_thread(make_work_dir, self.work))
+                await shielded(asyncio.to_thread(self._make_work_dir))
                 return await self._execute()
         except TimeoutError:
             if not window.expired():
@@ -165,7 +173,11 @@ class Run:
         finally:
             await cancel_and_wait(reporter)
             # even if the mkdir was cut short by a cancel: its thread may have finished
-            await shielded(asyncio.to_thread(shutil.rmtree, self.work, True))
+            await shielded(asyncio.to_thread(_remove_work_dir, self.work, self._lock))
+            self._lock = None
+
+    def _make_work_dir(self) -> None:
+        self._lock = make_work_dir(self.work)  # kept even if the caller was cancelled
 
     async def _execute(self) -> tuple[list[StoredObject], dict[str, OutputMetadata]]:
         m = self.ctx

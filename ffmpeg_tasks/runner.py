@@ -88,7 +88,7 @@ class LocalRuns:
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
 
-    def start(self, task: Task, *, takeover: bool = False) -> asyncio.Task[Task]:
+    def start(self, task: Task, *, takeover: bool | str = False) -> asyncio.Task[Task]:
         if task.id in self.runners:
             raise InvalidTaskStateError(f"task {task.id!r} is already running")
         allowed = (TaskStatus.PENDING, TaskStatus.RUNNING) if takeover else (TaskStatus.PENDING,)
@@ -116,10 +116,13 @@ class LocalRuns:
             raise asyncio.CancelledError  # the runner ended anyway; our cancel still stands
         return task
 
-    async def _run(self, task_id: str, takeover: bool = False) -> Task:
+    async def _run(self, task_id: str, takeover: bool | str = False) -> Task:
         if self._slots is not None:
             try:
-                await self.update(task_id, queue)
+                # only a task that is still waiting: it may have started elsewhere since
+                await self.update(
+                    task_id, lambda t: queue(t) if t.status is TaskStatus.PENDING else t
+                )
                 with self._telemetry.queued():
                     await self._slots.acquire()
             except asyncio.CancelledError:
@@ -145,12 +148,16 @@ class LocalRuns:
             self._bus.publish(Event(EventType.CANCELLED, task_id, task=task))
         return task
 
-    async def _pipeline(self, task_id: str, takeover: bool = False) -> Task:
+    async def _pipeline(self, task_id: str, takeover: bool | str = False) -> Task:
         task = await self._status(task_id)
         if task.status is not TaskStatus.PENDING and not (
             takeover and task.status is TaskStatus.RUNNING
         ):
             raise InvalidTaskStateError(f"task {task_id!r} is {task.status.value}, not pending")
+        taken = task.status is TaskStatus.RUNNING
+        if isinstance(takeover, str) and taken and task.worker != takeover:
+            # not the run that was judged dead: a newer one, live
+            raise InvalidTaskStateError(f"task {task_id!r} was started by someone else")
         if task.cancel_requested:  # cancelled while a job engine was moving it
             return await self._finish_unstarted_cancel(task)
         running = start(task, self.worker_id)

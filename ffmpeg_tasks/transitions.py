@@ -13,6 +13,7 @@ import socket
 import uuid
 from typing import Any
 
+from ._procs import is_zombie, start_ticks
 from .error_codes import ErrorCode
 from .models import Phase, Task, TaskStatus, utcnow
 
@@ -103,14 +104,15 @@ def requeue(task: Task) -> Task:
     )
 
 
-def interrupted(task: Task) -> Task:
-    """A task whose process died, FAILED (``on_interrupted="fail"``)."""
-    return finish(
-        task,
-        TaskStatus.FAILED,
-        error=f"the process running this task ({task.worker}) stopped",
-        error_code="interrupted",
-    )
+def interrupted(task: Task, *, runs: int | None = None) -> Task:
+    """A task whose process died, FAILED (``on_interrupted="fail"``, or after ``runs``
+    runs of a job engine each ended by its worker's death)."""
+    error = f"the process running this task ({task.worker}) stopped"
+    if runs is not None:
+        error = (
+            f"{runs} runs of this task ended with their worker stopping; the last: {task.worker}"
+        )
+    return finish(task, TaskStatus.FAILED, error=error, error_code="interrupted")
 
 
 # -- ownership -------------------------------------------------------------------------
@@ -131,8 +133,12 @@ def check_owner(task: Task, worker: str) -> None:
 
 
 def new_worker_id() -> str:
-    """``host:pid:random``: names the process that runs a task."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """``host:pid:random:start`` names the process that runs a task; ``start`` (its
+    start time in clock ticks since boot, where known) tells a reused pid apart."""
+    pid = os.getpid()
+    ticks = start_ticks(pid)
+    suffix = f":{ticks}" if ticks is not None else ""
+    return f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:6]}{suffix}"
 
 
 def worker_is_local(worker: str) -> bool:
@@ -141,28 +147,23 @@ def worker_is_local(worker: str) -> bool:
 
 
 def worker_is_dead(worker: str) -> bool:
-    """True when ``worker`` names a process on this host that no longer exists."""
-    host, _, rest = worker.partition(":")
-    pid_text = rest.partition(":")[0]
+    """True when ``worker`` names a process on this host that no longer exists: its pid
+    is gone, a zombie, or now another process (a restarted container's pid 1)."""
+    host, pid_text, _rand, *rest = [*worker.split(":"), "", ""][:4]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False  # this process: its tasks are either running here or really stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """A process that exited and waits for its parent to reap it (Linux ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in (b"Z", b"X")
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if is_zombie(pid):
+            return True
+    recorded = rest[0] if rest else ""
+    if not recorded.isdigit():
+        return False  # an id without a start time: this pid's process is taken as the owner
+    now = start_ticks(pid)
+    return now is not None and now != int(recorded)

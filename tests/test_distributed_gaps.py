@@ -9,6 +9,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from ffmpeg_tasks.backends.saq_worker import add_worker_parser, worker_main
 from ffmpeg_tasks.models import Phase, new_task_id
 from ffmpeg_tasks.store.base import TaskStore
 from ffmpeg_tasks.store.memory import MemoryTaskStore
-from ffmpeg_tasks.transitions import request_cancel, worker_is_dead
-from ffmpeg_tasks.workdirs import sweep_work_dirs, work_dir_path
+from ffmpeg_tasks.transitions import new_worker_id, request_cancel, worker_is_dead
+from ffmpeg_tasks.workdirs import make_work_dir, sweep_work_dirs, work_dir_path
 
 from .servers import MediaServer
 
@@ -63,7 +64,6 @@ class NoEventsBackend:
 async def test_recover_leaves_engine_tasks_to_the_engine(tmp_path: Path) -> None:
     worker = f"{socket.gethostname()}:{dead_pid()}:abcdef"
     store = MemoryTaskStore()
-    engine_task = await store.create(stored_task(status=TaskStatus.RUNNING, worker=worker))
     engine_task = await store.create(
         stored_task(status=TaskStatus.RUNNING, worker=worker, engine="saq")
     )
@@ -99,37 +99,41 @@ async def test_submit_records_the_engine(tmp_path: Path) -> None:
 # -- work dirs ----------------------------------------------------------------------
 
 
-async def test_work_dirs_of_dead_processes_are_swept_and_nothing_else(tmp_path: Path) -> None:
+async def test_work_dirs_nobody_holds_are_swept_and_nothing_else(tmp_path: Path) -> None:
     outside = tmp_path / "precious.txt"
     outside.write_text("keep")
     root = tmp_path / "work"
     root.mkdir()
-    mine = work_dir_path(root, "a" * 32)
-    dead = Path(str(mine).replace(f"-{os.getpid()}-", f"-{dead_pid()}-"))
-    live_proc = subprocess.Popen(["sleep", "30"])
-    live = Path(str(mine).replace(f"-{os.getpid()}-", f"-{live_proc.pid}-"))
-    other_host = dead.with_name(dead.name.replace(dead.name.split("-")[3], "zzzzzz", 1))
+    live = work_dir_path(root, "a" * 32)
+    held = make_work_dir(live)  # a live run (here, or in another container) holds its lock
+    dead = work_dir_path(root, "b" * 32)
+    os.close(make_work_dir(dead))  # its process is gone: so is its lock
+    young = work_dir_path(root, "c" * 32)
+    os.close(make_work_dir(young))
     unrelated = root / "ffmpeg-tasks-notours"
+    unrelated.mkdir()
     try:
-        for d in (mine, dead, live, other_host, unrelated):
-            d.mkdir()
+        for d in (live, dead, young, unrelated):
             (d / "out.mp4").write_bytes(b"x")
         (dead / "link").symlink_to(outside)
         (dead / "sub").mkdir()
+        old = time.time() - 3600
+        for d in (live, dead, unrelated):
+            os.utime(d, (old, old))
         assert sweep_work_dirs(root) == [dead.name]
         assert outside.read_text() == "keep"
         assert sorted(p.name for p in root.iterdir()) == sorted(
-            p.name for p in (mine, live, other_host, unrelated)
+            p.name for p in (live, young, unrelated)
         )
         # A manager sweeps its work_dir when it starts.
-        dead.mkdir()
+        os.utime(young, (old, old))
         async with TaskManager(storage=LocalStorage(tmp_path / "out"), work_dir=root):
             async with asyncio.timeout(10):
-                while dead.exists():
+                while young.exists():
                     await asyncio.sleep(0.05)
+        assert live.exists()
     finally:
-        live_proc.kill()
-        live_proc.wait()
+        os.close(held)
 
 
 # -- events and cancel through the store ------------------------------------------
@@ -238,3 +242,12 @@ def test_celery_app_settings() -> None:
     import ffmpeg_tasks.backends.celery_worker  # noqa: F401
 
     assert "ffmpeg_tasks.run_task" in app.tasks
+
+
+def test_a_reused_pid_is_a_dead_worker() -> None:
+    me = new_worker_id()
+    host, pid, rand, ticks = me.split(":")
+    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
+    assert not worker_is_dead(me)  # this process
+    assert not worker_is_dead(f"{host}:{pid}:{rand}")  # an id without a start time
+    assert worker_is_dead(f"{host}:{pid}:{rand}:{int(ticks) - 100}")  # an earlier process

@@ -7,6 +7,7 @@ job engine and worker processes run the same pipeline against a shared task stor
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
@@ -14,7 +15,7 @@ from ..events import Event
 from ..models import Task
 from ..store.base import TaskStore
 
-__all__ = ["Backend", "engine_name"]
+__all__ = ["Backend", "engine_name", "redact_url"]
 
 
 @runtime_checkable
@@ -23,11 +24,10 @@ class Backend(Protocol):
 
     It never sees the manager: it gets the shared task store at ``start``, and its
     workers run tasks through a manager of their own (see ``backends/saq_worker.py``).
+    A backend may name itself in a class attribute ``engine`` (``"saq"``, ``"celery"``;
+    else its class name is used): ``submit`` records it as ``Task.engine``, and
+    ``recover()`` leaves such tasks to the engine's retries.
     """
-
-    #: The engine's name, recorded as ``Task.engine`` on the tasks it is given: a
-    #: task with an engine is retried by it, never failed by ``recover()``.
-    engine: str
 
     async def start(self, store: TaskStore) -> None:
         """Connect; called once when the manager starts, with the task store it shares.
@@ -60,3 +60,8 @@ def engine_name(backend: object) -> str:
     """``backend.engine``, or its class name for a backend written before that attribute."""
     name = getattr(backend, "engine", None)
     return name if isinstance(name, str) and name else type(backend).__name__
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part replaced, for messages and logs."""
+    return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)

@@ -26,15 +26,18 @@ events here: ``events()`` in another process reads the shared store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..events import Event
-from ..models import Task
+from ..models import Task, TaskStatus
 from ..store.base import TaskStore
+from .base import redact_url
 
 if TYPE_CHECKING:
     import celery
@@ -94,7 +97,7 @@ def make_app(
         ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "memory://")
     ):
         raise ConfigurationError(
-            f"unsupported Celery broker URL {broker_url!r}: use amqp://… or redis://…"
+            f"unsupported Celery broker URL {redact_url(broker_url)!r}: use amqp://… or redis://…"
         )
     app = celery_mod.Celery("ffmpeg_tasks", broker=broker_url, set_as_current=False)
     app.conf.update(
@@ -112,6 +115,7 @@ def make_app(
         # checked every 10 s (kombu's default checks about every 100 s).
         include=[WORKER_MODULE],
         broker_transport_options={
+            "confirm_publish": True,  # amqp: send_task returns once the broker has it
             "visibility_timeout": visibility_timeout,
             "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
@@ -125,7 +129,8 @@ class CeleryBackend:
 
     ``app`` is a broker URL (the backend makes and closes its app) or a Celery app
     of yours (its workers must import ``ffmpeg_tasks.backends.celery_worker``, e.g.
-    ``include=[WORKER_MODULE]``).  ``abort_wait``:
+    ``include=[WORKER_MODULE]``, and use the threads pool; ``visibility_timeout`` then
+    is your app's setting).  ``abort_wait``:
     seconds ``cancel()`` waits for a running task to end.
     """
 
@@ -148,6 +153,8 @@ class CeleryBackend:
         self.queue = queue
         self.abort_wait = abort_wait
         self._store: TaskStore | None = None
+        # kombu blocks: its calls get threads of their own, not the loop's default pool
+        self._broker = ThreadPoolExecutor(2, thread_name_prefix="ffmpeg-tasks-celery")
 
     def __repr__(self) -> str:
         return f"CeleryBackend(queue={self.queue!r})"
@@ -158,13 +165,14 @@ class CeleryBackend:
 
     async def enqueue(self, task: Task) -> None:
         """Send the task's message (in a thread: kombu's client blocks)."""
-        await asyncio.to_thread(
+        send = functools.partial(
             self.app.send_task,
             JOB_NAME,
             kwargs={"task_id": task.id},
             queue=self.queue,
             task_id=celery_task_id(task.id),
         )
+        await asyncio.get_running_loop().run_in_executor(self._broker, send)
 
     async def abort(self, task: Task) -> None:
         """Revoke a queued message; wait (up to ``abort_wait`` s) until the task is finished.
@@ -172,7 +180,9 @@ class CeleryBackend:
         A running task was flagged ``cancel_requested`` by the manager: its worker
         reads the flag within a second and stops ffmpeg.
         """
-        await asyncio.to_thread(self.app.control.revoke, celery_task_id(task.id))
+        if task.status is TaskStatus.PENDING:  # a running task's message must survive
+            revoke = functools.partial(self.app.control.revoke, celery_task_id(task.id))
+            await asyncio.get_running_loop().run_in_executor(self._broker, revoke)
         if self._store is None:
             return
         loop = asyncio.get_running_loop()
@@ -192,8 +202,11 @@ class CeleryBackend:
 
     async def aclose(self) -> None:
         """Close the broker connections of an app the backend made."""
-        if self._owns_app:
-            await asyncio.to_thread(self.app.close)
+        try:
+            if self._owns_app:
+                await asyncio.get_running_loop().run_in_executor(self._broker, self.app.close)
+        finally:
+            self._broker.shutdown(wait=False)
 
 
 def _app_from_env(env: Mapping[str, str]) -> celery.Celery:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import enum
 import logging
 import os
 import socket
@@ -48,6 +49,10 @@ T = TypeVar("T")
 #: A task RUNNING on another host is taken over when its store record has not
 #: changed for this many seconds (a running task's record changes every few seconds).
 TAKEOVER_AFTER = 15.0
+#: Seconds before a message whose task another worker runs is looked at again.
+RECHECK_AFTER = 30
+#: Runs of one task (each ended by its worker's death) before it fails as ``interrupted``.
+MAX_RUNS = 5
 
 _factory: Callable[[], TaskManager] | None = None
 _runtime: WorkerRuntime | None = None
@@ -79,7 +84,12 @@ class WorkerRuntime:
             target=self.loop.run_forever, name="ffmpeg-tasks-loop", daemon=True
         )
         self._thread.start()
-        self.manager: TaskManager = self.call(self._open(factory))
+        try:
+            self.manager: TaskManager = self.call(self._open(factory))
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            raise
         log.info("worker %s ready", self.manager.worker_id)
 
     @staticmethod
@@ -102,12 +112,11 @@ class WorkerRuntime:
         self._releasing = asyncio.run_coroutine_threadsafe(self._release_after(grace), self.loop)
 
     async def _release_after(self, grace: float) -> None:
-        manager = self.manager
         await asyncio.sleep(grace)
-        manager.release_on_cancel()
-        for task in await manager.list(TaskStatus.RUNNING):
-            if task.worker == manager.worker_id:
-                await manager.release(task.id)
+        try:
+            await self.manager.aclose(release=True)  # runs here go back; new ones refused
+        except Exception:
+            log.exception("releasing running tasks at shutdown failed")
 
     def stop(self) -> None:
         """Close the manager (running tasks go back to PENDING) and the loop thread."""
@@ -131,38 +140,65 @@ def runtime() -> WorkerRuntime:
         return _runtime
 
 
+class _Outcome(enum.Enum):
+    DONE = "done"  # ran here, or nothing is left to do: acknowledge
+    LATER = "later"  # another worker runs it: look again later, never forget it
+    AGAIN = "again"  # put the message back at once (a shutdown, a release)
+
+
 def run_job(job: Any, task_id: str) -> dict[str, Any]:
-    """The body of the Celery task: run (or take over) one task, or put its message back."""
+    """The body of the Celery task: run (or take over) one task, or put its message back.
+
+    A message is acknowledged only when the task is finished or was run here: one
+    whose task another live worker runs is sent again after ``RECHECK_AFTER`` s (so a
+    crash of that worker later is still recovered); anything unexpected (the store
+    unreachable, a broken manager) puts it back too, after a pause.
+    """
     from celery.exceptions import Reject
 
-    rt = runtime()
-    if rt.closing:
-        raise Reject("the worker is shutting down", requeue=True)
-    outcome = rt.call(_job(rt.manager, task_id))
-    if isinstance(outcome, str):
-        log.info("task %s: nothing to do (%s)", task_id, outcome)
-        return {"task_id": task_id, "skipped": outcome}
-    if outcome.status is TaskStatus.PENDING:  # released by a shutdown: run it elsewhere
-        raise Reject(f"task {task_id} released", requeue=True)
-    return {
-        "task_id": task_id,
-        "status": outcome.status.value,
-        "error_code": outcome.error_code,
-    }
+    try:
+        rt = runtime()
+        if rt.closing:
+            raise Reject("the worker is shutting down", requeue=True)
+        outcome, detail = rt.call(_job(rt.manager, task_id))
+        if outcome is _Outcome.DONE:
+            return {"task_id": task_id, **detail}
+        if outcome is _Outcome.AGAIN or rt.closing:
+            raise Reject(f"task {task_id}: {detail.get('reason', 'put back')}", requeue=True)
+        log.info("task %s: %s; looking again in %ss", task_id, detail["reason"], RECHECK_AFTER)
+        raise job.retry(countdown=RECHECK_AFTER, max_retries=None)
+    except Exception as exc:
+        if type(exc).__module__.startswith("celery."):  # Reject, Retry: Celery's signals
+            raise
+        log.error("task %s: the worker could not handle it (%r); retrying", task_id, exc)
+        raise job.retry(countdown=RECHECK_AFTER, max_retries=None) from exc
 
 
-async def _job(manager: TaskManager, task_id: str) -> Task | str:
+async def _job(manager: TaskManager, task_id: str) -> tuple[_Outcome, dict[str, Any]]:
     try:
         task = await manager.status(task_id)
-        if task.status.is_terminal:
-            return f"already {task.status.value}"
-        if task.status is TaskStatus.RUNNING and task.worker != manager.worker_id:
-            if not await owner_gone(manager, task):
-                return f"running on {task.worker}"
-            log.info("task %s: its worker %s is gone; taking it over", task_id, task.worker)
-        return await manager.execute(task_id, takeover=True)
-    except (InvalidTaskStateError, TaskNotFoundError) as exc:
-        return str(exc)
+    except TaskNotFoundError:
+        return _Outcome.DONE, {"skipped": "no such task (purged?)"}
+    if task.status.is_terminal:
+        return _Outcome.DONE, {"skipped": f"already {task.status.value}"}
+    takeover: str | bool = False
+    if task.status is TaskStatus.RUNNING:
+        if task.worker == manager.worker_id or not await owner_gone(manager, task):
+            return _Outcome.LATER, {"reason": f"running on {task.worker}"}
+        if task.attempts.get("run", 0) >= MAX_RUNS:
+            failed = await manager.fail_interrupted(task_id, runs=MAX_RUNS)
+            return _Outcome.DONE, {"status": failed.status.value, "error_code": "interrupted"}
+        log.info("task %s: its worker %s is gone; taking it over", task_id, task.worker)
+        takeover = task.worker or False  # from that run only, not a newer one
+    try:
+        final = await manager.execute(task_id, takeover=takeover)
+    except InvalidTaskStateError as exc:
+        if manager.closed:
+            return _Outcome.AGAIN, {"reason": "the worker is shutting down"}
+        return _Outcome.LATER, {"reason": str(exc)}  # started elsewhere meanwhile
+    if final.status is TaskStatus.PENDING:  # released by a shutdown: run it elsewhere
+        return _Outcome.AGAIN, {"reason": "released by a shutdown"}
+    return _Outcome.DONE, {"status": final.status.value, "error_code": final.error_code}
 
 
 async def owner_gone(
@@ -259,7 +295,12 @@ def celery_main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``ffmpeg-tasks worker --engine celery``: a Celery worker (threads pool) on the queue."""
     os.environ.update(env)
     os.environ["FFMPEG_TASKS_SHUTDOWN_GRACE"] = str(args.shutdown_grace)
-    app = make_app(args.queue, queue=args.queue_name)
+    visibility = os.environ.get("FFMPEG_TASKS_VISIBILITY_TIMEOUT")
+    app = make_app(
+        args.queue,
+        queue=args.queue_name,
+        **({"visibility_timeout": int(visibility)} if visibility else {}),
+    )
     argv = [
         "worker",
         "-Q",

@@ -34,6 +34,7 @@ from ..errors import ConfigurationError, InvalidTaskStateError
 from ..events import Event, EventType
 from ..models import Phase, Task, TaskStatus
 from ..store.base import TaskStore
+from .base import redact_url
 
 if TYPE_CHECKING:
     import saq
@@ -73,7 +74,7 @@ def make_queue(url: str, *, name: str = "ffmpeg_tasks") -> saq.Queue:
     saq_mod = _import_saq()
     if not url.startswith(("redis://", "rediss://", "unix://", "postgres://", "postgresql://")):
         raise ConfigurationError(
-            f"unsupported saq queue URL {url!r}: use redis://… or postgresql://…"
+            f"unsupported saq queue URL {redact_url(url)!r}: use redis://… or postgresql://…"
         )
     if url.startswith("unix://"):
         from saq.queue.redis import RedisQueue
@@ -83,7 +84,7 @@ def make_queue(url: str, *, name: str = "ffmpeg_tasks") -> saq.Queue:
         return saq_mod.Queue.from_url(url, name=name)  # type: ignore[no-any-return]
     except ImportError as exc:  # saq's MissingDependencyError is an ImportError
         extra = "psycopg[binary,pool]" if url.startswith("postgres") else "redis"
-        raise ConfigurationError(f"saq queue {url!r} needs {extra}: {exc}") from None
+        raise ConfigurationError(f"saq queue {redact_url(url)!r} needs {extra}: {exc}") from None
 
 
 class SaqBackend(AsyncResource):

@@ -20,7 +20,10 @@
 
 Each check starts real worker processes with ``worker_argv`` (the engine's public
 entry point), submits real ffmpeg tasks through a ``TaskManager`` with the backend,
-and raises ``AssertionError`` naming what broke.  Linux only (it reads ``/proc``).
+and raises ``AssertionError`` naming what broke.  What it assumes of the workers: they
+are processes on this host (Linux: it reads ``/proc``) whose ``TaskManager`` names them
+``host:pid:…`` (the default worker id), ffmpeg runs below that pid, and they store
+outputs with ``LocalStorage`` in ``storage_dir``.
 """
 
 from __future__ import annotations
@@ -167,7 +170,13 @@ def _children(pid: int) -> dict[int, str]:
 
 
 def _ffmpeg_of(pid: int) -> list[int]:
-    return [p for p, cmd in _children(pid).items() if "ffmpeg" in cmd or "bwrap" in cmd]
+    """Descendants of ``pid`` whose program is ffmpeg or bwrap."""
+    found = []
+    for child, cmd in _children(pid).items():
+        program = os.path.basename(cmd.split(" ", 1)[0])
+        if program in ("ffmpeg", "bwrap") or program.startswith("ffmpeg-"):  # imageio's
+            found.append(child)
+    return found
 
 
 def _pid_of(task: Task) -> int:
@@ -348,7 +357,9 @@ class Conformance:
             task = await self._submit(8)
             running = await self._running(task.id)
             first = _pid_of(running)
-            target = next(p for p in workers.procs if p.pid == first)
+            target = next((p for p in workers.procs if p.pid == first), None)
+            self._assert(target is not None, f"task ran on {running.worker}, no worker", workers)
+            assert target is not None
             target.send_signal(signal.SIGTERM)
             final = await self._finished(task.id, timeout=120)
             self._assert(final.status is TaskStatus.COMPLETED, f"ended {final!r}", workers)
