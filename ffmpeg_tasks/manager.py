@@ -99,6 +99,7 @@ class TaskManager(AsyncResource):
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
         overlap_inputs: bool = True,
+        overlap_outputs: bool = True,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._storage = storage
@@ -124,6 +125,8 @@ class TaskManager(AsyncResource):
         self.on_interrupted = on_interrupted
         #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download.
         self.overlap_inputs = overlap_inputs
+        #: Outputs are uploaded while ffmpeg writes them, where the storage can.
+        self.overlap_outputs = overlap_outputs
         self.backend = backend
         self._ffprobe_setting = ffprobe
         self._ffprobe: str | bool | None = False  # False: not looked up yet
@@ -625,6 +628,7 @@ class TaskManager(AsyncResource):
             update=self._local.update,
             warm_up=self._local.warm_up,
             overlap_inputs=self.overlap_inputs,
+            overlap_outputs=self.overlap_outputs,
             telemetry=self.telemetry,
         )
 

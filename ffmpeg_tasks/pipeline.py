@@ -8,13 +8,14 @@ status; a run only reports progress through ``update`` and raises when it fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -34,7 +35,7 @@ from .probe import StreamDump, check_expectations, probe_outputs
 from .progress_tracker import ProgressTracker
 from .retry import RetryPolicy
 from .sniff import check_file
-from .storage.base import Storage
+from .storage.base import Storage, StoredFile, UploadProgress
 from .storage.content_types import content_type_for
 from .telemetry import Telemetry
 from .transitions import LostOwnership, check_owner, update_progress
@@ -75,6 +76,34 @@ class RunContext:
     telemetry: Telemetry
     #: Let ffmpeg read streamable inputs while they download (overlap.py).
     overlap_inputs: bool = True
+    #: Upload outputs while ffmpeg writes them, where the storage can (``begin``).
+    overlap_outputs: bool = True
+
+
+@runtime_checkable
+class GrowingOutput(Protocol):
+    """An upload started while ffmpeg writes its file (``S3Storage.begin``)."""
+
+    async def grow(self) -> None: ...
+    async def finish(self, progress: UploadProgress | None = None) -> StoredFile | None: ...
+    async def abort(self) -> None: ...
+
+
+@runtime_checkable
+class GrowingStorage(Protocol):
+    """A storage that can upload a file while it is being written (output overlap)."""
+
+    def begin(self, path: Path, key: str, *, content_type: str) -> GrowingOutput: ...
+
+
+@contextlib.contextmanager
+def _stopping(tasks: Sequence[asyncio.Task[None]]) -> Iterator[None]:
+    """Cancel ``tasks`` (uploads that follow ffmpeg's writes) when the block ends."""
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _remove_work_dir(path: Path, lock: int | None) -> None:
@@ -109,6 +138,8 @@ class Run:
         self._cancelling = False
         self._out_time: float | None = None
         self._lock: int | None = None  # held on the work dir while it exists (workdirs.py)
+        #: Outputs uploaded while ffmpeg writes them (output overlap), by name.
+        self._growing: dict[str, GrowingOutput] = {}
         self.lost: LostOwnership | None = None
         self._main: asyncio.Task[Any] | None = None
 
@@ -171,6 +202,8 @@ class Run:
                 f"{_PHASE_WORDS.get(self.task.phase, 'running')}"
             ) from None
         finally:
+            if self._growing:
+                await shielded(self.abort_growing())
             await cancel_and_wait(reporter)
             # even if the mkdir was cut short by a cancel: its thread may have finished
             await shielded(asyncio.to_thread(_remove_work_dir, self.work, self._lock))
@@ -268,7 +301,8 @@ class Run:
             )
 
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        with self.ctx.telemetry.phase("run") as span:
+        growth = self._start_growing(plan) if count == 1 else []
+        with self.ctx.telemetry.phase("run") as span, _stopping(growth):
             span.set("step", index)
             result = await executor.run(
                 step.args,
@@ -359,6 +393,29 @@ class Run:
                 feeder.exception()  # seen; the run's own outcome is what counts
         for download in downloads.values():
             await cancel_and_wait(download)
+
+    def _start_growing(self, plan: TaskPlan) -> list[asyncio.Task[None]]:
+        """Start uploading declared outputs while ffmpeg writes them, where the storage can
+        (``begin``) and no option rewrites a whole file at the end (``faststart``)."""
+        storage = self.ctx.storage
+        if not isinstance(storage, GrowingStorage) or not self.ctx.overlap_outputs:
+            return []
+        if any("faststart" in token for token in plan.steps[0].args):
+            return []
+        for name in plan.outputs:
+            self._growing[name] = storage.begin(
+                self.work / name, f"{self.task.id}/{name}", content_type=content_type_for(name)
+            )
+        return [asyncio.create_task(g.grow()) for g in self._growing.values()]
+
+    async def abort_growing(self) -> None:
+        """Abort uploads started while ffmpeg ran that never completed (leave nothing)."""
+        growing, self._growing = list(self._growing.values()), {}
+        for upload in growing:
+            try:
+                await upload.abort()
+            except Exception:
+                log.warning("task %s: could not abort an early upload", self.task.id)
 
     def _collect(
         self, outputs: Sequence[str], sidecars: Sequence[str], *, final: bool = True
@@ -455,10 +512,15 @@ class Run:
             )
 
         async def attempt(_n: int) -> StoredObject:
+            growing = self._growing.pop(name, None)
             try:
-                stored = await self.ctx.storage.put(
-                    path, key, content_type=content_type, progress=progress
-                )
+                stored = None
+                if growing is not None:  # parts already sent while ffmpeg ran
+                    stored = await growing.finish(progress)
+                if stored is None:
+                    stored = await self.ctx.storage.put(
+                        path, key, content_type=content_type, progress=progress
+                    )
             except FFmpegTasksError:
                 raise
             except OSError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp.payload
 
 from ..errors import StorageError
+from .content_types import is_browser_renderable
 
 __all__ = [
     "CHUNK",
@@ -27,6 +28,7 @@ __all__ = [
     "SourceChanged",
     "digests_of",
     "open_small",
+    "s3_headers",
     "sum_params",
 ]
 
@@ -209,3 +211,12 @@ class FileSlice(aiohttp.payload.Payload):
         if not self.closed:
             self.closed = True
             os.close(self._fd)
+
+
+def s3_headers(content_type: str) -> dict[str, str]:
+    """ContentType, plus ``Content-Disposition: attachment`` for types a browser renders."""
+    headers = {"ContentType": content_type}
+    if is_browser_renderable(content_type):
+        # Players fetch manifests with XHR, which ignores this; a browser tab downloads.
+        headers["ContentDisposition"] = "attachment"
+    return headers

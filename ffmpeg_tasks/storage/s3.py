@@ -43,9 +43,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError, StorageError
 from . import _s3compat
-from ._s3body import INLINE_BODY, FileSlice, SourceChanged, digests_of, open_small
+from ._s3body import INLINE_BODY, FileSlice, SourceChanged, digests_of, open_small, s3_headers
 from .base import StoredFile, UploadProgress
-from .content_types import is_browser_renderable
+from .s3_growing import GrowingUpload
 
 __all__ = ["S3Storage"]
 
@@ -80,15 +80,6 @@ def _error_code(exc: ClientError) -> tuple[str, int | None, str]:
     meta = exc.response.get("ResponseMetadata", {})
     status = meta.get("HTTPStatusCode")
     return str(err.get("Code", "")), status, str(err.get("Message", "") or "")
-
-
-def _headers(content_type: str) -> dict[str, str]:
-    """ContentType, plus ``Content-Disposition: attachment`` for types a browser renders."""
-    headers = {"ContentType": content_type}
-    if is_browser_renderable(content_type):
-        # Players fetch manifests with XHR, which ignores this; a browser tab downloads.
-        headers["ContentDisposition"] = "attachment"
-    return headers
 
 
 class S3Storage(AsyncResource):
@@ -347,6 +338,11 @@ class S3Storage(AsyncResource):
             raise self._error(exc, "upload to", full_key) from exc
         return StoredFile(key=full_key, uri=self._where(full_key), url=url, size=size)
 
+    def begin(self, path: Path, key: str, *, content_type: str) -> GrowingUpload:
+        """An upload of ``path`` that may start while ffmpeg still writes it (see
+        :mod:`.s3_growing`): ``grow()`` while it runs, then ``finish()`` or ``abort()``."""
+        return GrowingUpload(self, Path(path), key, content_type)
+
     async def url(self, key: str) -> str:
         """A fresh presigned GET URL (or the public URL) for ``key`` as passed to ``put``."""
         full_key = self.full_key(key)
@@ -444,7 +440,7 @@ class S3Storage(AsyncResource):
                 ContentLength=len(body) if isinstance(body, bytes) else body.size,
                 **sums,
                 **crc,
-                **_headers(content_type),
+                **s3_headers(content_type),
             )
         except ClientError as exc:
             if not self._checksum_rejected(exc, bool(crc)):
@@ -476,13 +472,13 @@ class S3Storage(AsyncResource):
         algorithm = {"ChecksumAlgorithm": "CRC32"} if self._crc32 else {}
         try:
             created = await client.create_multipart_upload(
-                Bucket=self.bucket, Key=full_key, **algorithm, **_headers(content_type)
+                Bucket=self.bucket, Key=full_key, **algorithm, **s3_headers(content_type)
             )
         except ClientError as exc:
             if not self._checksum_rejected(exc, bool(algorithm)):
                 raise
             created = await client.create_multipart_upload(
-                Bucket=self.bucket, Key=full_key, **_headers(content_type)
+                Bucket=self.bucket, Key=full_key, **s3_headers(content_type)
             )
         upload_id: str = created["UploadId"]
         parts: dict[int, dict[str, Any]] = {}

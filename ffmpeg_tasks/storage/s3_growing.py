@@ -1,0 +1,248 @@
+"""Output overlap: upload the parts of an output ffmpeg is still writing.
+
+:meth:`S3Storage.begin` starts a :class:`GrowingUpload` for a file that does not exist
+yet.  While ffmpeg runs, :meth:`GrowingUpload.grow` uploads multipart parts 2, 3, …
+once the file has grown a whole part past them (``MARGIN``): most muxers never touch
+those bytes again.  Part 1 (headers a muxer patches at the end: MP4's ``mdat`` size,
+Matroska's duration) waits.  :meth:`GrowingUpload.finish`, called after ffmpeg exited
+and the output passed its check, reads each early part of the final file again and
+uploads it anew if its CRC32 changed, uploads the rest, and completes — so what is
+stored is the final file, byte for byte, whatever the muxer rewrote.  Nothing is
+visible before Complete; :meth:`GrowingUpload.abort` leaves nothing.
+
+Reads go through ``O_NOFOLLOW`` and must find a regular file: an output swapped for a
+symlink is never read.  Memory: at most ``CONCURRENCY`` parts in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import stat
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StorageError
+from . import _s3compat
+from ._s3body import s3_headers
+from .base import StoredFile, UploadProgress
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
+
+__all__ = ["GrowingUpload"]
+
+log = logging.getLogger("ffmpeg_tasks.s3")
+
+#: A part is uploaded once the file is this many parts past its end.
+MARGIN_PARTS = 1
+#: Parts uploaded at once while ffmpeg runs (each held in memory while it is sent).
+CONCURRENCY = 4
+POLL = 0.2
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of the regular file ``path`` (never a symlink)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"output {path.name!r} is not a regular file", code="output_invalid")
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    return data
+
+
+def _size(path: Path) -> int:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data)
+
+
+def _b64(crc: int) -> str:
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
+class GrowingUpload:
+    """One multipart upload fed while its file grows; see the module docstring."""
+
+    def __init__(self, storage: S3Storage, path: Path, key: str, content_type: str) -> None:
+        self.storage = storage
+        self.path = path
+        self.key = key
+        self.full_key = storage.full_key(key)
+        self.content_type = content_type
+        self.part_size = storage.part_size
+        self.upload_id: str | None = None
+        #: part number -> (ETag, CRC32 of the bytes sent, length)
+        self.parts: dict[int, tuple[str, int, int]] = {}
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._client: Any = None
+        self._starting = asyncio.Lock()
+        self._closed = False
+
+    # -- while ffmpeg runs ------------------------------------------------------------
+
+    async def grow(self) -> None:
+        """Upload closed parts until cancelled (ffmpeg has exited); never raises but that.
+
+        A failure here is only logged: :meth:`finish` uploads whatever is missing.
+        """
+        loop = asyncio.get_running_loop()
+        next_part = 2
+        try:
+            while True:
+                await asyncio.sleep(POLL)
+                size = await loop.run_in_executor(self.storage._hasher, _size, self.path)
+                while size >= (next_part + MARGIN_PARTS) * self.part_size:
+                    if next_part > _MAX_EARLY:
+                        return
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._early_part(next_part))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+                    next_part += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("early upload of %s stopped", self.full_key, exc_info=True)
+
+    async def _early_part(self, number: int) -> None:
+        try:
+            await self._upload_part(number, (number - 1) * self.part_size, self.part_size)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("early part %d of %s failed (%s); finish() sends it", number, self.key, exc)
+        finally:
+            self._slots.release()
+
+    async def _ensure_started(self) -> Any:
+        async with self._starting:  # parts in flight must share one upload
+            return await self._start()
+
+    async def _start(self) -> Any:
+        if self._client is None:
+            self._client = await self.storage._get_client()
+        if self.upload_id is None:
+            algorithm = {"ChecksumAlgorithm": "CRC32"} if self.storage._crc32 else {}
+            created = await self._client.create_multipart_upload(
+                Bucket=self.storage.bucket,
+                Key=self.full_key,
+                **algorithm,
+                **s3_headers(self.content_type),
+            )
+            self.upload_id = created["UploadId"]
+        return self._client
+
+    async def _upload_part(self, number: int, offset: int, length: int) -> int:
+        loop = asyncio.get_running_loop()
+        hasher = self.storage._hasher
+        data = await loop.run_in_executor(hasher, _read, self.path, offset, length)
+        crc = await loop.run_in_executor(hasher, _crc, data)
+        client = await self._ensure_started()
+        sums = {"ChecksumCRC32": _b64(crc)} if self.storage._crc32 else {}
+        response = await client.upload_part(
+            Bucket=self.storage.bucket,
+            Key=self.full_key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+            ContentLength=len(data),
+            **sums,
+        )
+        self.parts[number] = (response["ETag"], crc, len(data))
+        return len(data)
+
+    # -- after ffmpeg exited --------------------------------------------------------
+
+    async def finish(self, progress: UploadProgress | None = None) -> StoredFile | None:
+        """Verify the early parts against the final file, send the rest, complete.
+
+        Returns None (and leaves nothing) when the file is too small for a multipart
+        upload or needs more parts than S3 allows: the caller puts it the plain way.
+        """
+        await self._settle()
+        loop = asyncio.get_running_loop()
+        size = await loop.run_in_executor(self.storage._hasher, _size, self.path)
+        count = -(-size // self.part_size)
+        if size <= self.storage.multipart_threshold or count > _MAX_EARLY:
+            await self.abort()
+            return None
+        try:
+            done = 0
+            for number in range(1, count + 1):
+                offset = (number - 1) * self.part_size
+                length = min(self.part_size, size - offset)
+                if not await self._still_valid(number, offset, length):
+                    await self._upload_part(number, offset, length)
+                done += length
+                if progress is not None:
+                    progress(done, size)
+            client = await self._ensure_started()
+            parts = []
+            for number in range(1, count + 1):
+                etag, crc, _ = self.parts[number]
+                part: dict[str, Any] = {"ETag": etag, "PartNumber": number}
+                if self.storage._crc32:
+                    part["ChecksumCRC32"] = _b64(crc)
+                parts.append(part)
+            assert self.upload_id is not None
+            await _s3compat.complete(
+                client, self.storage.bucket, self.full_key, self.upload_id, parts
+            )
+            self._closed = True
+            url = await self.storage._url(client, self.full_key)
+        except BaseException:
+            await asyncio.shield(self.abort())
+            raise
+        return StoredFile(
+            key=self.full_key, uri=self.storage._where(self.full_key), url=url, size=size
+        )
+
+    async def _still_valid(self, number: int, offset: int, length: int) -> bool:
+        sent = self.parts.get(number)
+        if sent is None or sent[2] != length:
+            return False
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self.storage._hasher, _read, self.path, offset, length)
+        crc = await loop.run_in_executor(self.storage._hasher, _crc, data)
+        if crc != sent[1]:
+            log.debug("part %d of %s changed after its early upload", number, self.key)
+            return False
+        return True
+
+    async def _settle(self) -> None:
+        """Let parts in flight end (they are valid or will be re-sent)."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+
+    async def abort(self) -> None:
+        """Stop and leave nothing: parts in flight are cancelled, the upload aborted."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+        if self.upload_id is not None and self._client is not None:
+            with contextlib.suppress(Exception):
+                await _s3compat.abort(
+                    self._client, self.storage.bucket, self.full_key, self.upload_id, []
+                )
+
+
+#: Parts S3 allows in one upload.
+_MAX_EARLY = 10_000
