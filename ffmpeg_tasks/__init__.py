@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .backends.base import Backend
-from .downloader import Downloader, FakeDownloader, HttpDownloader, LocalFileDownloader
+from .downloader import (
+    CachingDownloader,
+    DownloadCache,
+    Downloader,
+    FakeDownloader,
+    HttpDownloader,
+    LocalFileDownloader,
+)
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .events import Event, EventType
@@ -70,9 +77,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     *_errors_all,
     "Backend",
+    "CachingDownloader",
     "CommandLimits",
     "CommandPlan",
     "CommandPolicy",
+    "DownloadCache",
     "Downloader",
     "Event",
     "EventType",

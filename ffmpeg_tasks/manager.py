@@ -380,8 +380,9 @@ class TaskManager(AsyncResource):
         }
         downloader = self.downloader
         limits = self.limits
-        if isinstance(downloader, DownloaderRouter):
-            limits = attrs.evolve(limits, url_schemes=downloader.schemes)
+        schemes = getattr(downloader, "schemes", None)  # a router's, maybe behind a cache
+        if isinstance(schemes, frozenset):
+            limits = attrs.evolve(limits, url_schemes=schemes)
         validate_spec(commands, inputs, outputs, limits)
         if isinstance(downloader, StaticCheck):
             for name, url in inputs.items():

@@ -2,7 +2,9 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Downloader, DownloadProgress
+from .base import ConditionalDownloader, Downloader, DownloadProgress, Revalidated, Validator
+from .cache import DownloadCache
+from .caching import CacheStats, CachingDownloader
 from .fake import FakeDownloader
 from .http import HttpDownloader
 from .local import LocalFileDownloader
@@ -12,14 +14,20 @@ if TYPE_CHECKING:
     from .s3 import S3Downloader
 
 __all__ = [
+    "CacheStats",
+    "CachingDownloader",
+    "ConditionalDownloader",
+    "DownloadCache",
     "DownloadProgress",
     "Downloader",
     "DownloaderRouter",
     "FakeDownloader",
     "HttpDownloader",
     "LocalFileDownloader",
+    "Revalidated",
     "S3Downloader",
     "StaticCheck",
+    "Validator",
 ]
 
 

@@ -59,7 +59,7 @@ from ..errors import (
 )
 from ._partfile import LocalIOError, PartWriter, local, part_size, unlink
 from .addresses import AddressFilter, check_host, is_public_address, parse_ip
-from .base import DownloadProgress
+from .base import DownloadProgress, Revalidated, Validator
 
 __all__ = ["AddressFilteringResolver", "BlockedConnectError", "HttpDownloader"]
 
@@ -240,13 +240,47 @@ class HttpDownloader(AsyncResource):
         resume: bool = False,
     ) -> int:
         """Download ``url`` to ``dest``; return the file's size in bytes."""
+        return (await self._fetch(url, dest, max_bytes, progress, resume, {})).size
+
+    async def fetch_if_changed(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        known: Validator | None = None,
+        max_bytes: int | None = None,
+        progress: DownloadProgress | None = None,
+    ) -> Revalidated:
+        """A GET with ``If-None-Match``/``If-Modified-Since`` from ``known``: on 304 nothing
+        is written; else the body goes to ``dest`` with its strong ETag / Last-Modified."""
+        conditional = {}
+        if known is not None and known.etag is not None:
+            conditional["If-None-Match"] = known.etag
+        elif known is not None and known.last_modified is not None:
+            conditional["If-Modified-Since"] = known.last_modified
+        fetch = await self._fetch(url, dest, max_bytes, progress, False, conditional)
+        if fetch.not_modified:
+            return Revalidated(known, None)
+        return Revalidated(fetch.validator, fetch.size)
+
+    async def _fetch(
+        self,
+        url: str,
+        dest: Path,
+        max_bytes: int | None,
+        progress: DownloadProgress | None,
+        resume: bool,
+        conditional: dict[str, str],
+    ) -> _Fetch:
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         caps = [c for c in (self.max_bytes, max_bytes) if c is not None]
         cap = min(caps) if caps else None
+        fetch = _Fetch(self, url, dest, part, cap, progress, conditional)
         try:
             async with asyncio.timeout(self.total_timeout):
-                return await _Fetch(self, url, dest, part, cap, progress).run(resume)
+                fetch.size = await fetch.run(resume)
+                return fetch
         except TimeoutError:
             raise DownloadTimeoutError(
                 f"download of {url} took longer than total_timeout={self.total_timeout}s", url=url
@@ -348,6 +382,14 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - current)
 
 
+def _validator(headers: Mapping[str, str]) -> Validator | None:
+    """A body's strong ETag and Last-Modified (a weak ``W/`` ETag is not byte-exact)."""
+    etag = headers.get("ETag")
+    etag = etag if etag and not etag.startswith("W/") else None
+    modified = headers.get("Last-Modified") or None
+    return Validator(etag=etag, last_modified=modified) if etag or modified else None
+
+
 def _content_range(value: str | None) -> tuple[int | None, int | None] | None:
     """``bytes START-END/TOTAL`` or ``bytes */TOTAL`` -> (START, TOTAL); None if unparsable."""
     if not value or not value.startswith("bytes "):
@@ -374,6 +416,7 @@ class _Fetch:
         part: Path,
         cap: int | None,
         progress: DownloadProgress | None,
+        conditional: dict[str, str],
     ) -> None:
         self.dl = dl
         self.url = url
@@ -383,6 +426,10 @@ class _Fetch:
         self.progress = progress
         self.keep_part = False  # the .part file is worth keeping after a transient error
         self.redirected: URL | None = None  # the current hop, once redirected
+        self.conditional = conditional  # If-None-Match / If-Modified-Since, if any
+        self.not_modified = False  # a 304 answered ``conditional``
+        self.validator: Validator | None = None  # of the body received
+        self.size = 0
 
     @property
     def where(self) -> str:
@@ -420,6 +467,7 @@ class _Fetch:
                     headers = {k: v for k, v in headers.items() if k.lower() in _EVERY_ORIGIN}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
+                headers.update(self.conditional)
                 request = session.get(target, allow_redirects=False, headers=headers)
                 async with await self._response(request) as resp:
                     if resp.status in _REDIRECTS:
@@ -442,6 +490,9 @@ class _Fetch:
                         offset = 0
                         self.keep_part = False
                         continue
+                    if resp.status == 304 and self.conditional:
+                        self.not_modified = True
+                        return 0
                     return await self._receive(resp, offset)
             except LocalIOError as exc:
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -532,6 +583,7 @@ class _Fetch:
             offset = 0  # full body: the .part file is rewritten from the start
             self.keep_part = False
             total = resp.content_length
+            self.validator = _validator(resp.headers)
         else:
             raise DownloadHTTPError(
                 self.url,

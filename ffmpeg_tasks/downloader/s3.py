@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .._lifecycle import AsyncResource, all_or_nothing
 from ..errors import ConfigurationError, DownloadError, DownloadTooLargeError
 from ..storage.s3 import S3Storage
-from .base import DownloadProgress
+from .base import DownloadProgress, Revalidated, Validator
 
 __all__ = ["S3Downloader"]
 
@@ -120,14 +120,52 @@ class S3Downloader(AsyncResource):
         resume: bool = False,
     ) -> int:
         """Download the object to ``dest``; return its size."""
+        client, bucket, key, head = await self._head(url)
+        return await self._download(client, url, bucket, key, head, dest, max_bytes, progress)
+
+    async def fetch_if_changed(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        known: Validator | None = None,
+        max_bytes: int | None = None,
+        progress: DownloadProgress | None = None,
+    ) -> Revalidated:
+        """HEAD the object: if its ETag and VersionId are ``known`` write nothing, else
+        download it (pinned to that ETag)."""
+        client, bucket, key, head = await self._head(url)
+        version = head.get("VersionId")
+        current = Validator(
+            etag=str(head["ETag"]), version_id=str(version) if version is not None else None
+        )
+        if current == known:
+            return Revalidated(current, None)
+        size = await self._download(client, url, bucket, key, head, dest, max_bytes, progress)
+        return Revalidated(current, size)
+
+    async def _head(self, url: str) -> tuple[Any, str, str, Any]:
         bucket, key = self._locate(url)
-        caps = [c for c in (self.max_bytes, max_bytes) if c is not None]
-        cap = min(caps) if caps else None
         client = await self._client_holder._get_client()
         try:
             head = await client.head_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise _error(url, exc, "HEAD") from None
+        return client, bucket, key, head
+
+    async def _download(
+        self,
+        client: Any,
+        url: str,
+        bucket: str,
+        key: str,
+        head: Any,
+        dest: Path,
+        max_bytes: int | None,
+        progress: DownloadProgress | None,
+    ) -> int:
+        caps = [c for c in (self.max_bytes, max_bytes) if c is not None]
+        cap = min(caps) if caps else None
         size = int(head["ContentLength"])
         etag = str(head["ETag"])
         if cap is not None and size > cap:

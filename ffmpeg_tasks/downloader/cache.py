@@ -1,0 +1,269 @@
+"""``DownloadCache``: complete input files on disk, keyed by URL plus validator, LRU-capped.
+
+    cache = DownloadCache("/var/cache/ffmpeg-tasks", max_bytes=50 * GiB)
+    TaskManager(downloader=CachingDownloader({"https": HttpDownloader(), ...}, cache))
+
+Layout under ``directory`` (created 0o700)::
+
+    entries/<sha256(url, validator)>   complete bodies, mode 0o444; atime = last use
+    index/<sha256(url)>.json           the newest validator seen for a URL, the entry's
+                                       size and mtime (no URL: it may hold a signature)
+    tmp/<random>                       downloads in progress
+    lock                               flock'd while evicting
+
+Entries are written under a random temp name, fsync'd and renamed into place, so a
+reader sees a complete file or none.  Several processes may share one directory: names
+never collide (128 random bits), renames are atomic, eviction holds ``lock``, and an
+entry that vanishes under another process's eviction before it is handed over is
+fetched again, never handed over broken.  Concurrent fetches of one URL are shared
+within a process (:class:`~ffmpeg_tasks.downloader.caching.CachingDownloader`), not
+across processes.
+
+An entry goes to a work dir as a reflink where the filesystem has them (btrfs, XFS …),
+else as a hard link (same filesystem), else as a copy; always mode 0o444.  A hard link
+shares the inode: a process with CAP_DAC_OVERRIDE (root, also root inside bubblewrap)
+could still write through it, so each reuse first compares the entry's size and mtime
+with those recorded at commit and drops an entry that changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from ..errors import ConfigurationError
+from .base import Validator
+
+__all__ = ["CacheEntry", "DownloadCache", "EntryGone", "Handover", "Known"]
+
+_FICLONE = 0x40049409  # ioctl(dest, FICLONE, src): share the source's extents
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES})
+
+#: How an entry reached a work dir.
+Handover = Literal["reflink", "link", "copy"]
+
+
+class EntryGone(Exception):
+    """The entry was evicted (by another process) before it could be handed over."""
+
+
+@attrs.frozen
+class CacheEntry:
+    """A complete body on disk; ``cached`` False: a temp file of a body without a
+    validator, removed once handed over."""
+
+    path: Path
+    size: int
+    cached: bool = True
+
+
+@attrs.frozen
+class Known:
+    """The newest version of a URL in the cache."""
+
+    validator: Validator
+    entry: CacheEntry
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class DownloadCache:
+    """A size-capped LRU cache of downloaded inputs in ``directory``; see the module docstring.
+
+    ``max_bytes`` caps the entries' total size (an entry in use by a task is not
+    evicted while this process hands it over; one bigger than the cap is used once and
+    then evicted).  Temp files older than ``max_temp_age`` seconds (left by a crashed
+    process) are removed while evicting.  All methods block: call them in a thread.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, max_bytes: int, max_temp_age: float = 86400.0
+    ) -> None:
+        if max_bytes <= 0:
+            raise ConfigurationError(f"DownloadCache: max_bytes={max_bytes!r} must be > 0")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_temp_age = max_temp_age
+        #: Entry names being handed over in this process: never evicted meanwhile.
+        self.pins: Counter[str] = Counter()
+        #: How entries reached work dirs, counted.
+        self.handovers: Counter[Handover] = Counter()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"DownloadCache({os.fspath(self.directory)!r}, max_bytes={self.max_bytes})"
+
+    # -- layout ---------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        if not self._ready:
+            for sub in ("entries", "index", "tmp"):
+                (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._ready = True
+
+    def new_temp(self) -> Path:
+        """A fresh name in ``tmp/`` for one download (nothing is created)."""
+        self._setup()
+        return self.directory / "tmp" / secrets.token_hex(16)
+
+    def _index(self, url: str) -> Path:
+        return self.directory / "index" / f"{_digest(url)}.json"
+
+    def _entry(self, url: str, validator: Validator) -> Path:
+        return self.directory / "entries" / _digest(url, validator.token)
+
+    # -- lookup and commit -------------------------------------------------------------
+
+    def lookup(self, url: str) -> Known | None:
+        """The newest cached version of ``url``, if its entry is there and unchanged."""
+        self._setup()
+        try:
+            record = json.loads(self._index(url).read_text())
+            validator = Validator(**record["validator"])
+            size, mtime = int(record["size"]), int(record["mtime_ns"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        path = self._entry(url, validator)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if st.st_size != size or st.st_mtime_ns != mtime or st.st_mode & 0o222:
+            path.unlink(missing_ok=True)  # written through a link: never hand it out again
+            return None
+        return Known(validator, CacheEntry(path, size))
+
+    def reuse(self, known: Known) -> CacheEntry | None:
+        """Mark ``known``'s entry used now (LRU); None if it was evicted meanwhile."""
+        path = known.entry.path
+        try:
+            st = path.stat()
+            os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))  # atime only: mtime is checked
+        except FileNotFoundError:
+            return None
+        return known.entry
+
+    def commit(self, url: str, validator: Validator, temp: Path, size: int) -> CacheEntry:
+        """Make the complete download ``temp`` the entry for (``url``, ``validator``)."""
+        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, 0o444)
+        finally:
+            os.close(fd)
+        path = self._entry(url, validator)
+        os.replace(temp, path)
+        st = path.stat()
+        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
+        record = {"validator": attrs.asdict(validator), "size": size, "mtime_ns": st.st_mtime_ns}
+        index = self._index(url)
+        scratch = index.with_name(f"{index.name}.{secrets.token_hex(8)}")
+        scratch.write_text(json.dumps(record))
+        os.replace(scratch, index)
+        _fsync_dir(path.parent)
+        return CacheEntry(path, size)
+
+    def discard(self, temp: Path) -> None:
+        """Remove a temp download (and the inner downloader's ``.part``), if any."""
+        temp.unlink(missing_ok=True)
+        temp.with_name(temp.name + ".part").unlink(missing_ok=True)
+
+    # -- hand-over ----------------------------------------------------------------------
+
+    def hand_over(self, entry: CacheEntry, dest: Path) -> Handover:
+        """Put ``entry`` at ``dest`` read-only: reflink, else hard link, else copy.
+
+        Raises :class:`EntryGone` if the entry is no longer there.
+        """
+        dest.unlink(missing_ok=True)
+        try:
+            src = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise EntryGone() from None
+        try:
+            how = _reflink_or_link(src, entry.path, dest)
+        finally:
+            os.close(src)
+        self.handovers[how] += 1
+        return how
+
+    # -- eviction -----------------------------------------------------------------------
+
+    def usage(self) -> int:
+        """The entries' total size in bytes."""
+        self._setup()
+        return sum(e.stat().st_size for e in os.scandir(self.directory / "entries"))
+
+    def evict(self, pinned: frozenset[str] = frozenset()) -> int:
+        """Remove least recently used entries (not ``pinned``) until under ``max_bytes``;
+        and stale temp files.  Returns the bytes removed."""
+        self._setup()
+        with open(self.directory / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = []
+            for item in os.scandir(self.directory / "entries"):
+                with contextlib.suppress(FileNotFoundError):
+                    st = item.stat()
+                    entries.append((st.st_atime_ns, item.name, st.st_size))
+            total = sum(size for _, _, size in entries)
+            removed = 0
+            for _, name, size in sorted(entries):
+                if total <= self.max_bytes:
+                    break
+                if name in pinned:
+                    continue
+                (self.directory / "entries" / name).unlink(missing_ok=True)
+                total -= size
+                removed += size
+            cutoff = time.time() - self.max_temp_age
+            for item in os.scandir(self.directory / "tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    if item.stat().st_mtime < cutoff:
+                        os.unlink(item.path)
+        return removed
+
+
+def _reflink_or_link(src: int, source: Path, dest: Path) -> Handover:
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        fcntl.ioctl(out, _FICLONE, src)
+        return "reflink"
+    except OSError:
+        pass
+    finally:
+        os.close(out)
+    dest.unlink()
+    try:
+        os.link(source, dest)
+        return "link"
+    except FileNotFoundError:
+        raise EntryGone() from None
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+    with open(src, "rb", closefd=False) as reader, open(dest, "xb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+    os.chmod(dest, 0o444)
+    return "copy"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

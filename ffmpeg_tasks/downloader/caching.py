@@ -1,0 +1,250 @@
+"""``CachingDownloader``: a Downloader that fetches each input once per host.
+
+    cache = DownloadCache("/var/cache/ffmpeg-tasks", max_bytes=50 * GiB)
+    TaskManager(downloader=CachingDownloader(
+        {"https": HttpDownloader(), "s3": S3Downloader(buckets=["media-in"])}, cache))
+
+For a URL whose downloader can revalidate (:class:`ConditionalDownloader`: http(s) and
+s3) a fetch asks whether the cached version is current — a conditional GET with
+``If-None-Match``/``If-Modified-Since`` (304: reuse), an S3 HeadObject compared with
+the cached ETag/VersionId — and otherwise downloads into the cache, then hands the
+entry to ``dest`` read-only.  A body with no validator is not cached.  Other
+downloaders (local files, fakes) are called as they are.
+
+Concurrent fetches of one URL share one flight: it runs in its own task, every fetch
+waiting on it is an equal party and gets its result or its error; a cancelled party
+only leaves, and the flight is cancelled when its last party leaves.  ``resume`` is
+ignored: a flight downloads to a fresh temp file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from .._lifecycle import AsyncResource, WarmUp
+from ..errors import DownloadError, DownloadTooLargeError
+from .base import ConditionalDownloader, Downloader, DownloadProgress
+from .cache import CacheEntry, DownloadCache, EntryGone
+from .router import DownloaderRouter, StaticCheck
+
+__all__ = ["CacheStats", "CachingDownloader"]
+
+_T = TypeVar("_T")
+_ATTEMPTS = 3  # hand-overs lost to another process's eviction before giving up
+
+
+@attrs.define
+class CacheStats:
+    """What a CachingDownloader did, counted per flight (``shared``: per joining fetch)."""
+
+    downloads: int = 0  #: bodies downloaded into the cache
+    hits: int = 0  #: cached versions confirmed current (304, same ETag)
+    uncacheable: int = 0  #: bodies without a validator: downloaded, not kept
+    shared: int = 0  #: fetches that joined a flight already under way
+
+
+@attrs.define(eq=False)
+class _Flight:
+    url: str
+    cap: int | None
+    task: asyncio.Task[CacheEntry] | None = None
+    parties: int = 0
+    listeners: list[DownloadProgress] = attrs.Factory(list)
+
+    def report(self, done: int, total: int | None) -> None:
+        for listener in list(self.listeners):
+            listener(done, total)
+
+
+class CachingDownloader(AsyncResource):
+    """Wraps a downloader (or a scheme mapping, as for TaskManager) with a
+    :class:`DownloadCache`; see the module docstring.  Closing it closes ``inner``."""
+
+    def __init__(self, inner: Downloader | Mapping[str, Downloader], cache: DownloadCache) -> None:
+        self.inner: Downloader = DownloaderRouter(inner) if isinstance(inner, Mapping) else inner
+        self.cache = cache
+        self.stats = CacheStats()
+        self._flights: dict[str, _Flight] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"CachingDownloader({self.inner!r}, {self.cache!r})"
+
+    @property
+    def schemes(self) -> frozenset[str] | None:
+        """The inner router's schemes (None for a single downloader)."""
+        return self.inner.schemes if isinstance(self.inner, DownloaderRouter) else None
+
+    def check_input(self, url: str) -> None:
+        if isinstance(self.inner, StaticCheck):
+            self.inner.check_input(url)
+
+    async def warm_up(self) -> None:
+        if isinstance(self.inner, WarmUp):
+            await self.inner.warm_up()
+
+    async def aclose(self) -> None:
+        """Stop the flights, finish the clean-ups, close ``inner``."""
+        for flight in list(self._flights.values()):
+            if flight.task is not None:
+                flight.task.cancel()
+        pending = [f.task for f in self._flights.values() if f.task is not None]
+        self._flights.clear()
+        if pending or self._background:
+            await asyncio.wait([*pending, *self._background])
+        await self.inner.aclose()
+
+    # -- fetch ----------------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        max_bytes: int | None = None,
+        progress: DownloadProgress | None = None,
+        resume: bool = False,
+    ) -> int:
+        """Hand the current version of ``url`` to ``dest`` from the cache, fetching it if needed."""
+        target = self.inner.route(url) if isinstance(self.inner, DownloaderRouter) else self.inner
+        if not isinstance(target, ConditionalDownloader):
+            return await target.fetch(
+                url, dest, max_bytes=max_bytes, progress=progress, resume=resume
+            )
+        dest = Path(dest)
+        for _ in range(_ATTEMPTS):
+            flight = self._flights.get(url)
+            if flight is None or flight.task is None or flight.task.done():
+                flight = self._start(target, url, max_bytes)
+            else:
+                self.stats.shared += 1
+            flight.parties += 1
+            if progress is not None:
+                flight.listeners.append(progress)
+            try:
+                assert flight.task is not None
+                entry = await asyncio.shield(flight.task)
+                if max_bytes is not None and entry.size > max_bytes:
+                    raise DownloadTooLargeError(
+                        f"{url}: {entry.size} bytes is over the limit of {max_bytes} bytes",
+                        url=url,
+                    )
+                await self._local(url, self.cache.hand_over, entry, dest)
+                return entry.size
+            except DownloadTooLargeError:
+                if flight.cap is None or (max_bytes is not None and max_bytes <= flight.cap):
+                    raise
+                continue  # the flight's cap was lower than ours: a flight of our own
+            except EntryGone:
+                continue  # evicted by another process before the hand-over: fetch again
+            finally:
+                self._leave(flight, progress)
+        raise DownloadError(
+            f"{url}: the cached copy was evicted again and again before use",
+            url=url,
+            transient=True,
+        )
+
+    def _start(self, target: ConditionalDownloader, url: str, cap: int | None) -> _Flight:
+        flight = _Flight(url, cap)
+        flight.task = asyncio.create_task(self._fly(target, flight), name=f"cache-fetch {url}")
+        flight.task.add_done_callback(lambda task: self._landed(flight, task))
+        self._flights[url] = flight
+        return flight
+
+    def _landed(self, flight: _Flight, task: asyncio.Task[CacheEntry]) -> None:
+        if self._flights.get(flight.url) is flight:
+            del self._flights[flight.url]
+        if not task.cancelled():
+            task.exception()  # seen: the parties get it (or none is left to)
+
+    def _leave(self, flight: _Flight, progress: DownloadProgress | None) -> None:
+        flight.parties -= 1
+        if progress is not None:
+            flight.listeners.remove(progress)
+        if flight.parties or flight.task is None:
+            return
+        task = flight.task
+        if not task.done():
+            if self._flights.get(flight.url) is flight:
+                del self._flights[flight.url]  # a newcomer starts afresh
+            task.cancel()
+        elif not task.cancelled() and task.exception() is None:
+            self._spawn(self._release(task.result()))
+
+    def _spawn(self, coro: Any) -> None:
+        job: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _release(self, entry: CacheEntry) -> None:
+        """After the last hand-over: unpin and evict, or remove an uncacheable temp."""
+        if not entry.cached:
+            await asyncio.to_thread(self.cache.discard, entry.path)
+            return
+        self.cache.pins[entry.path.name] -= 1
+        if self.cache.pins[entry.path.name] <= 0:
+            del self.cache.pins[entry.path.name]
+        pinned = frozenset(self.cache.pins)
+        with contextlib.suppress(OSError):  # best effort: the next eviction tries again
+            await asyncio.to_thread(self.cache.evict, pinned)
+
+    async def _fly(self, target: ConditionalDownloader, flight: _Flight) -> CacheEntry:
+        """Revalidate or download ``flight.url``; return its entry, pinned."""
+        url, cache = flight.url, self.cache
+        fresh = False  # after a 304 for an entry evicted meanwhile: ask unconditionally
+        for _ in range(2):
+            known = None if fresh else await self._local(url, cache.lookup, url)
+            temp = await self._local(url, cache.new_temp)
+            try:
+                result = await target.fetch_if_changed(
+                    url,
+                    temp,
+                    known=known.validator if known is not None else None,
+                    max_bytes=flight.cap,
+                    progress=flight.report,
+                )
+                if result.size is None:
+                    entry = None if known is None else await self._local(url, cache.reuse, known)
+                    if entry is None:
+                        fresh = True
+                        continue
+                    self.stats.hits += 1
+                    flight.report(entry.size, entry.size)
+                elif result.validator is None:
+                    entry = CacheEntry(temp, result.size, cached=False)
+                    self.stats.uncacheable += 1
+                else:
+                    entry = await self._local(
+                        url, cache.commit, url, result.validator, temp, result.size
+                    )
+                    self.stats.downloads += 1
+            except BaseException:
+                await asyncio.to_thread(cache.discard, temp)
+                raise
+            if entry.cached:
+                cache.pins[entry.path.name] += 1  # no await since: a cancel cannot leak it
+            return entry
+        raise DownloadError(f"{url}: not modified, yet not cached", url=url, transient=True)
+
+    @staticmethod
+    async def _local(url: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """A cache file operation in a thread; OSError becomes DownloadError (no path)."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except EntryGone:
+            raise
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise DownloadError(
+                f"{url}: download cache: {exc.strerror or type(exc).__name__}",
+                url=url,
+                code="disk_full" if full else "write_failed",
+            ) from exc
