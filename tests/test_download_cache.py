@@ -95,6 +95,12 @@ async def until(check: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+async def idle(dl: CachingDownloader) -> None:
+    """Until the flights have ended (a new entry is fsync'd and indexed after its
+    hand-over; a fetch arriving before that shares the flight, with no request)."""
+    await until(lambda: not dl._flights)
+
+
 async def test_a_miss_downloads_a_hit_revalidates_and_links(route: Route, tmp_path: Path) -> None:
     body = os.urandom(200 * KiB)
     server = Versioned(body)
@@ -102,6 +108,7 @@ async def test_a_miss_downloads_a_hit_revalidates_and_links(route: Route, tmp_pa
     seen: list[tuple[int, int | None]] = []
     async with caching(tmp_path) as dl:
         assert await dl.fetch(url, tmp_path / "a.bin") == len(body)
+        await idle(dl)
         size = await dl.fetch(url, tmp_path / "b.bin", progress=lambda d, t: seen.append((d, t)))
         assert dl.stats.downloads == 1 and dl.stats.hits == 1
     assert size == len(body)
@@ -124,8 +131,10 @@ async def test_a_changed_etag_is_fetched_again_and_old_links_keep_their_bytes(
     url = route(server)
     async with caching(tmp_path) as dl:
         await dl.fetch(url, tmp_path / "old.bin")
+        await idle(dl)
         server.body, server.etag = b"two" * 1000, '"v2"'
         await dl.fetch(url, tmp_path / "new.bin")
+        await idle(dl)
         await dl.fetch(url, tmp_path / "again.bin")
     assert (server.full, server.not_modified) == (2, 1)
     assert (tmp_path / "old.bin").read_bytes() == b"one" * 1000
@@ -139,6 +148,7 @@ async def test_last_modified_alone_is_a_validator(route: Route, tmp_path: Path) 
     url = route(server)
     async with caching(tmp_path) as dl:
         await dl.fetch(url, tmp_path / "a")
+        await idle(dl)
         await dl.fetch(url, tmp_path / "b")
     assert (server.full, server.not_modified) == (1, 1)
 
@@ -239,10 +249,9 @@ async def test_least_recently_used_entries_are_evicted(route: Route, tmp_path: P
     servers = {name: Versioned(os.urandom(size)) for name in "abc"}
     urls = {name: route(s) for name, s in servers.items()}
     async with caching(tmp_path, max_bytes=int(2.5 * size)) as dl:
-        await dl.fetch(urls["a"], tmp_path / "a1")
-        await dl.fetch(urls["b"], tmp_path / "b1")
-        await dl.fetch(urls["a"], tmp_path / "a2")  # a hit: a is now newer than b
-        await dl.fetch(urls["c"], tmp_path / "c1")
+        for name, dest in (("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1")):
+            await dl.fetch(urls[name], tmp_path / dest)  # a2: a hit, a is newer than b now
+            await idle(dl)
         await until(lambda: len(entries(tmp_path)) == 2)  # eviction runs after hand-over
         await dl.fetch(urls["a"], tmp_path / "a3")
         await dl.fetch(urls["b"], tmp_path / "b2")
@@ -257,6 +266,7 @@ async def test_an_entry_bigger_than_the_cache_is_used_once(route: Route, tmp_pat
     url = route(server)
     async with caching(tmp_path, max_bytes=100 * KiB) as dl:
         await asyncio.gather(*(dl.fetch(url, tmp_path / f"d{i}") for i in range(3)))
+        await idle(dl)
         await until(lambda: entries(tmp_path) == [])
         await dl.fetch(url, tmp_path / "later")
     assert server.full == 2
@@ -274,6 +284,7 @@ async def test_the_work_dir_copy_is_read_only_and_a_write_through_it_is_caught(
     tmp_path.chmod(0o755)
     async with caching(tmp_path) as dl:
         await dl.fetch(url, shared / "in.bin")
+        await idle(dl)
         as_nobody = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
              "sh", "-c", f"echo x >> {shared / 'in.bin'}"],
@@ -345,8 +356,10 @@ async def test_s3_inputs_are_keyed_by_etag(
     cache = DownloadCache(tmp_path / "cache", max_bytes=MiB)
     async with CachingDownloader({"s3": inner}, cache) as dl:
         await asyncio.gather(*(dl.fetch(url, tmp_path / f"d{i}") for i in range(3)))
+        await idle(dl)
         await dl.fetch(url, tmp_path / "hit")
         assert (dl.stats.downloads, dl.stats.hits, dl.stats.shared) == (1, 1, 2)
+        await idle(dl)
         s3_client.put_object(Bucket=s3_bucket, Key="in/a.bin", Body=b"second" * 1000)
         await dl.fetch(url, tmp_path / "changed")
         assert dl.stats.downloads == 2

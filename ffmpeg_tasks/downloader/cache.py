@@ -11,13 +11,15 @@ Layout under ``directory`` (created 0o700)::
     tmp/<random>                       downloads in progress
     lock                               flock'd while evicting
 
-Entries are written under a random temp name, fsync'd and renamed into place, so a
-reader sees a complete file or none.  Several processes may share one directory: names
-never collide (128 random bits), renames are atomic, eviction holds ``lock``, and an
-entry that vanishes under another process's eviction before it is handed over is
-fetched again, never handed over broken.  Concurrent fetches of one URL are shared
-within a process (:class:`~ffmpeg_tasks.downloader.caching.CachingDownloader`), not
-across processes.
+Entries are written under a random temp name and renamed into place once complete; the
+URL's index record, the only way to find an entry, is written after the entry's fsync:
+a reader finds a complete, durable file or none (a crash between the two leaves an
+unindexed file that is never handed out and ages out of the LRU).  Several processes
+may share one directory: names never collide (128 random bits), renames are atomic,
+eviction holds ``lock``, and an entry that vanishes under another process's eviction
+before it is handed over is fetched again, never handed over broken.  Concurrent
+fetches of one URL are shared within a process
+(:class:`~ffmpeg_tasks.downloader.caching.CachingDownloader`), not across processes.
 
 An entry goes to a work dir as a reflink where the filesystem has them (btrfs, XFS …),
 else as a hard link (same filesystem), else as a copy; always mode 0o444.  A hard link
@@ -143,8 +145,7 @@ class DownloadCache:
         except FileNotFoundError:
             return None
         if st.st_size != size or st.st_mtime_ns != mtime or st.st_mode & 0o222:
-            path.unlink(missing_ok=True)  # written through a link: never hand it out again
-            return None
+            return None  # written through a link: fetched again, the new one replaces it
         return Known(validator, CacheEntry(path, size))
 
     def reuse(self, known: Known) -> CacheEntry | None:
@@ -158,24 +159,33 @@ class DownloadCache:
         return known.entry
 
     def commit(self, url: str, validator: Validator, temp: Path, size: int) -> CacheEntry:
-        """Make the complete download ``temp`` the entry for (``url``, ``validator``)."""
-        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-            os.fchmod(fd, 0o444)
-        finally:
-            os.close(fd)
+        """Make the complete download ``temp`` the entry for (``url``, ``validator``),
+        ready to hand over; :meth:`settle` then makes it durable and findable."""
+        os.chmod(temp, 0o444)
         path = self._entry(url, validator)
         os.replace(temp, path)
-        st = path.stat()
-        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
-        record = {"validator": attrs.asdict(validator), "size": size, "mtime_ns": st.st_mtime_ns}
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+        return CacheEntry(path, size)
+
+    def settle(self, url: str, validator: Validator, entry: CacheEntry) -> None:
+        """fsync a committed entry, then write its index record: only then does
+        :meth:`lookup` find it (after a crash before, it is never handed out)."""
+        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(entry.path.parent)
+        record = {
+            "validator": attrs.asdict(validator),
+            "size": entry.size,
+            "mtime_ns": st.st_mtime_ns,
+        }
         index = self._index(url)
         scratch = index.with_name(f"{index.name}.{secrets.token_hex(8)}")
         scratch.write_text(json.dumps(record))
         os.replace(scratch, index)
-        _fsync_dir(path.parent)
-        return CacheEntry(path, size)
 
     def discard(self, temp: Path) -> None:
         """Remove a temp download (and the inner downloader's ``.part``), if any."""

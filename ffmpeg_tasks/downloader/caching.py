@@ -30,7 +30,7 @@ import attrs
 
 from .._lifecycle import AsyncResource, WarmUp
 from ..errors import DownloadError, DownloadTooLargeError
-from .base import ConditionalDownloader, Downloader, DownloadProgress
+from .base import ConditionalDownloader, Downloader, DownloadProgress, Validator
 from .cache import CacheEntry, DownloadCache, EntryGone
 from .router import DownloaderRouter, StaticCheck
 
@@ -54,9 +54,12 @@ class CacheStats:
 class _Flight:
     url: str
     cap: int | None
-    task: asyncio.Task[CacheEntry] | None = None
+    #: The entry, once it can be handed over (before the fsync and the index record).
+    ready: asyncio.Future[CacheEntry]
+    task: asyncio.Task[None] | None = None
     parties: int = 0
     listeners: list[DownloadProgress] = attrs.Factory(list)
+    released: bool = False
 
     def report(self, done: int, total: int | None) -> None:
         for listener in list(self.listeners):
@@ -91,14 +94,17 @@ class CachingDownloader(AsyncResource):
             await self.inner.warm_up()
 
     async def aclose(self) -> None:
-        """Stop the flights, finish the clean-ups, close ``inner``."""
-        for flight in list(self._flights.values()):
-            if flight.task is not None:
+        """Stop the downloads under way, let new entries settle, finish the clean-ups,
+        close ``inner``."""
+        for flight in self._flights.values():
+            if flight.task is not None and not flight.ready.done():
                 flight.task.cancel()
-        pending = [f.task for f in self._flights.values() if f.task is not None]
-        self._flights.clear()
-        if pending or self._background:
-            await asyncio.wait([*pending, *self._background])
+        while pending := [
+            *(f.task for f in self._flights.values() if f.task is not None),
+            *self._background,
+        ]:
+            await asyncio.wait(pending)
+            await asyncio.sleep(0)  # the done callbacks: a flight's release
         await self.inner.aclose()
 
     # -- fetch ----------------------------------------------------------------------------
@@ -129,8 +135,7 @@ class CachingDownloader(AsyncResource):
             if progress is not None:
                 flight.listeners.append(progress)
             try:
-                assert flight.task is not None
-                entry = await asyncio.shield(flight.task)
+                entry = await asyncio.shield(flight.ready)
                 if max_bytes is not None and entry.size > max_bytes:
                     raise DownloadTooLargeError(
                         f"{url}: {entry.size} bytes is over the limit of {max_bytes} bytes",
@@ -153,31 +158,41 @@ class CachingDownloader(AsyncResource):
         )
 
     def _start(self, target: ConditionalDownloader, url: str, cap: int | None) -> _Flight:
-        flight = _Flight(url, cap)
+        flight = _Flight(url, cap, asyncio.get_running_loop().create_future())
+        flight.ready.add_done_callback(_seen)
         flight.task = asyncio.create_task(self._fly(target, flight), name=f"cache-fetch {url}")
         flight.task.add_done_callback(lambda task: self._landed(flight, task))
         self._flights[url] = flight
         return flight
 
-    def _landed(self, flight: _Flight, task: asyncio.Task[CacheEntry]) -> None:
+    def _landed(self, flight: _Flight, task: asyncio.Task[None]) -> None:
         if self._flights.get(flight.url) is flight:
             del self._flights[flight.url]
-        if not task.cancelled():
-            task.exception()  # seen: the parties get it (or none is left to)
+        _seen(task)
+        self._release_once(flight)
 
     def _leave(self, flight: _Flight, progress: DownloadProgress | None) -> None:
         flight.parties -= 1
         if progress is not None:
             flight.listeners.remove(progress)
-        if flight.parties or flight.task is None:
+        if flight.parties:
             return
-        task = flight.task
-        if not task.done():
+        if not flight.ready.done():  # nobody wants it any more: stop the download
             if self._flights.get(flight.url) is flight:
                 del self._flights[flight.url]  # a newcomer starts afresh
-            task.cancel()
-        elif not task.cancelled() and task.exception() is None:
-            self._spawn(self._release(task.result()))
+            assert flight.task is not None
+            flight.task.cancel()
+            return
+        self._release_once(flight)
+
+    def _release_once(self, flight: _Flight) -> None:
+        """Once the flight's task has ended and its last party has left: release its entry."""
+        if flight.released or flight.parties or flight.task is None or not flight.task.done():
+            return
+        flight.released = True
+        ready = flight.ready
+        if ready.done() and not ready.cancelled() and ready.exception() is None:
+            self._spawn(self._release(ready.result()))
 
     def _spawn(self, coro: Any) -> None:
         job: asyncio.Task[None] = asyncio.create_task(coro)
@@ -196,8 +211,27 @@ class CachingDownloader(AsyncResource):
         with contextlib.suppress(OSError):  # best effort: the next eviction tries again
             await asyncio.to_thread(self.cache.evict, pinned)
 
-    async def _fly(self, target: ConditionalDownloader, flight: _Flight) -> CacheEntry:
-        """Revalidate or download ``flight.url``; return its entry, pinned."""
+    async def _fly(self, target: ConditionalDownloader, flight: _Flight) -> None:
+        """Get the entry to the parties (``ready``), then make a new one durable and
+        findable: fsync, then the index record (a crash before leaves it unused)."""
+        try:
+            entry, validator = await self._obtain(target, flight)
+        except Exception as exc:
+            flight.ready.set_exception(exc)
+            return
+        except BaseException:  # cancelled: every party has left
+            flight.ready.cancel()
+            raise
+        if entry.cached:
+            self.cache.pins[entry.path.name] += 1  # no await since: a cancel cannot leak it
+        flight.ready.set_result(entry)
+        if validator is not None:
+            await self._local(flight.url, self.cache.settle, flight.url, validator, entry)
+
+    async def _obtain(
+        self, target: ConditionalDownloader, flight: _Flight
+    ) -> tuple[CacheEntry, Validator | None]:
+        """Revalidate or download ``flight.url``: the entry, and the validator of a new one."""
         url, cache = flight.url, self.cache
         fresh = False  # after a 304 for an entry evicted meanwhile: ask unconditionally
         for _ in range(2):
@@ -218,20 +252,18 @@ class CachingDownloader(AsyncResource):
                         continue
                     self.stats.hits += 1
                     flight.report(entry.size, entry.size)
-                elif result.validator is None:
-                    entry = CacheEntry(temp, result.size, cached=False)
+                    return entry, None
+                if result.validator is None:
                     self.stats.uncacheable += 1
-                else:
-                    entry = await self._local(
-                        url, cache.commit, url, result.validator, temp, result.size
-                    )
-                    self.stats.downloads += 1
+                    return CacheEntry(temp, result.size, cached=False), None
+                entry = await self._local(
+                    url, cache.commit, url, result.validator, temp, result.size
+                )
+                self.stats.downloads += 1
+                return entry, result.validator
             except BaseException:
                 await asyncio.to_thread(cache.discard, temp)
                 raise
-            if entry.cached:
-                cache.pins[entry.path.name] += 1  # no await since: a cancel cannot leak it
-            return entry
         raise DownloadError(f"{url}: not modified, yet not cached", url=url, transient=True)
 
     @staticmethod
@@ -248,3 +280,9 @@ class CachingDownloader(AsyncResource):
                 url=url,
                 code="disk_full" if full else "write_failed",
             ) from exc
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's error retrieved: the parties got it, or none was left to."""
+    if not future.cancelled():
+        future.exception()
