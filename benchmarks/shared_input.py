@@ -12,6 +12,10 @@ One MP4 of ``--size`` MiB (1080p, looped with ``-c copy``) on the benchmark file
 - ``cache, cold``: the same with ``CachingDownloader`` over an empty ``DownloadCache``;
 - ``cache, warm``: the same again on the cache the cold run filled (304s only).
 
+The baseline's ffmpeg runs are bare (no sandbox, no task machinery), so the table also
+prints the download alone and "one download + the warm run", which isolates what the
+cache itself costs on a cold run.
+
 Prints a Markdown table for docs/performance.md (median of ``--rounds``; ratio to the
 baseline).  Run by hand; never part of the tests.
 """
@@ -63,12 +67,15 @@ def thumbnail(i: int) -> str:
     return "-i in.mp4 -frames:v 1 -vf scale=320:-2 thumb.jpg"
 
 
-async def _baseline(cfg: dict[str, Any]) -> None:
+async def _baseline(cfg: dict[str, Any]) -> float:
+    """One download, then plain ffmpeg runs; returns the download's seconds."""
     from ffmpeg_tasks import HttpDownloader
 
     scratch = Path(cfg["scratch"])
+    start = time.perf_counter()
     async with HttpDownloader(allow_private_networks=True) as dl:
         await dl.fetch(cfg["url"], scratch / "in.mp4")
+    download = time.perf_counter() - start
     slots = asyncio.Semaphore(cfg["concurrency"])
 
     async def one(i: int) -> None:
@@ -80,9 +87,10 @@ async def _baseline(cfg: dict[str, Any]) -> None:
             assert await proc.wait() == 0
 
     await asyncio.gather(*(one(i) for i in range(cfg["tasks"])))
+    return download
 
 
-async def _tasks(cfg: dict[str, Any]) -> None:
+async def _tasks(cfg: dict[str, Any]) -> float:
     from ffmpeg_tasks import (
         CachingDownloader,
         DownloadCache,
@@ -114,16 +122,17 @@ async def _tasks(cfg: dict[str, Any]) -> None:
         )
     failed = [t.error for t in tasks if t.status is not TaskStatus.COMPLETED]
     assert not failed, failed
+    return 0.0
 
 
 def child(cfg: dict[str, Any]) -> None:
     """In a fresh process: one side, timed from submission to the last task's end."""
     start = time.perf_counter()
-    asyncio.run(_baseline(cfg) if cfg["side"] == "baseline" else _tasks(cfg))
-    print(json.dumps({"seconds": time.perf_counter() - start}))
+    download = asyncio.run(_baseline(cfg) if cfg["side"] == "baseline" else _tasks(cfg))
+    print(json.dumps({"seconds": time.perf_counter() - start, "download": download}))
 
 
-def run_side(cfg: dict[str, Any]) -> float:
+def run_side(cfg: dict[str, Any]) -> dict[str, float]:
     scratch = Path(tempfile.mkdtemp(prefix="shared-input-", dir=WORK))
     try:
         out = subprocess.run(
@@ -137,8 +146,8 @@ def run_side(cfg: dict[str, Any]) -> float:
         shutil.rmtree(scratch, ignore_errors=True)
     if out.returncode != 0:
         raise RuntimeError(f"{cfg['side']} failed:\n{out.stderr[-3000:]}")
-    seconds: float = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-    return seconds
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -156,6 +165,7 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="shared-input-logs-", dir=WORK))
     times: dict[str, list[float]] = {side: [] for side in SIDES}
+    downloads: list[float] = []
     try:
         with running(source.parent, logs) as services:
             url = services.http_base + source.name
@@ -166,8 +176,11 @@ def main() -> None:
                     for side in SIDES:
                         cfg = {**base, "side": side, "cap": 4 * args.size * MiB}
                         cfg["cache"] = str(cache) if side.startswith("cache") else None
-                        times[side].append(run_side(cfg))
-                        print(f"{side}: {times[side][-1]:.2f} s", file=sys.stderr)
+                        result = run_side(cfg)
+                        times[side].append(result["seconds"])
+                        if side == "baseline":
+                            downloads.append(result["download"])
+                        print(f"{side}: {result}", file=sys.stderr)
                 finally:
                     shutil.rmtree(cache, ignore_errors=True)
     finally:
@@ -182,6 +195,11 @@ def main() -> None:
     for side in SIDES:
         median = statistics.median(times[side])
         print(f"| {side} | {median:.2f} | {median / floor:.2f}x |")
+    download = statistics.median(downloads)
+    ideal = download + statistics.median(times["cache, warm"])
+    cold = statistics.median(times["cache, cold"])
+    print(f"\nthe download alone: {download:.2f} s; one download + the warm run: {ideal:.2f} s;")
+    print(f"cache, cold against that: {cold / ideal:.2f}x")
 
 
 if __name__ == "__main__":
