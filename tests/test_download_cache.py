@@ -396,3 +396,17 @@ async def test_thumbnail_tasks_through_the_manager_fetch_the_input_once(
     assert dl.stats.downloads == 1
     assert getattr(info.value, "code", None) == "url_not_allowed"
     assert leftovers(tmp_path) == []
+
+
+async def test_a_cache_that_skips_the_fsync_still_indexes_its_entries(
+    route: Route, tmp_path: Path
+) -> None:
+    server = Versioned(os.urandom(64 * KiB))
+    url = route(server)
+    cache = DownloadCache(tmp_path / "cache", max_bytes=MiB, durable=False)
+    async with CachingDownloader(HttpDownloader(allow_private_networks=True), cache) as dl:
+        await dl.fetch(url, tmp_path / "a")
+        await idle(dl)
+        await dl.fetch(url, tmp_path / "b")
+    assert (server.full, server.not_modified) == (1, 1)
+    assert (tmp_path / "b").read_bytes() == server.body

@@ -89,17 +89,26 @@ class DownloadCache:
     ``max_bytes`` caps the entries' total size (an entry in use by a task is not
     evicted while this process hands it over; one bigger than the cap is used once and
     then evicted).  Temp files older than ``max_temp_age`` seconds (left by a crashed
-    process) are removed while evicting.  All methods block: call them in a thread.
+    process) are removed while evicting.  ``durable=False`` skips the fsync of a new entry
+    (its I/O can hold up other fsyncs on the filesystem, e.g. ext4's journal): after a
+    power loss an entry may then hold garbage of the right size.  All methods block: call
+    them in a thread.
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, max_bytes: int, max_temp_age: float = 86400.0
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        max_temp_age: float = 86400.0,
+        durable: bool = True,
     ) -> None:
         if max_bytes <= 0:
             raise ConfigurationError(f"DownloadCache: max_bytes={max_bytes!r} must be > 0")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.max_temp_age = max_temp_age
+        self.durable = durable
         #: Entry names being handed over in this process: never evicted meanwhile.
         self.pins: Counter[str] = Counter()
         #: How entries reached work dirs, counted.
@@ -172,11 +181,13 @@ class DownloadCache:
         :meth:`lookup` find it (after a crash before, it is never handed out)."""
         fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(fd)
+            if self.durable:
+                os.fsync(fd)
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        _fsync_dir(entry.path.parent)
+        if self.durable:
+            _fsync_dir(entry.path.parent)
         record = {
             "validator": attrs.asdict(validator),
             "size": entry.size,
