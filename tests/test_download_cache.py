@@ -410,3 +410,27 @@ async def test_a_cache_that_skips_the_fsync_still_indexes_its_entries(
         await dl.fetch(url, tmp_path / "b")
     assert (server.full, server.not_modified) == (1, 1)
     assert (tmp_path / "b").read_bytes() == server.body
+
+
+async def test_cancelling_one_task_leaves_the_shared_download_to_the_other(
+    route: Route, media_dir: Path, tmp_path: Path
+) -> None:
+    body = (media_dir / "clip.mp4").read_bytes()
+    server = Versioned(body, delay=1.0 / (len(body) // (16 * KiB) + 1))  # about 1 s
+    url = route(server)
+    cache = DownloadCache(tmp_path / "cache", max_bytes=100 * MiB)
+    dl = CachingDownloader({"http": HttpDownloader(allow_private_networks=True)}, cache)
+    async with make_manager(tmp_path, downloader=dl, max_concurrent_tasks=2) as tm:
+        ids = [
+            (await tm.register("-i in.mp4 -frames:v 1 thumb.jpg", {"in.mp4": url}, "thumb.jpg")).id
+            for _ in range(2)
+        ]
+        for task_id in ids:
+            await tm.submit(task_id)
+        await until(lambda: dl.stats.shared == 1)  # both wait on one flight
+        assert dl.stats.downloads == 0  # still under way
+        assert (await tm.cancel(ids[0])).status is TaskStatus.CANCELLED
+        other = await tm.wait(ids[1])
+    assert other.status is TaskStatus.COMPLETED, other.error
+    assert server.full == 1
+    assert leftovers(tmp_path) == [] and temps(tmp_path) == []
