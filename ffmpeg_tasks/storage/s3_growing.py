@@ -23,16 +23,31 @@ import logging
 import os
 import stat
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import StorageError
 from . import _s3compat
 from ._s3body import s3_headers
 from .base import StoredFile, UploadProgress
 
-if TYPE_CHECKING:
-    from .s3 import S3Storage
+
+class _Owner(Protocol):
+    """What a growing upload uses of its ``S3Storage`` (no import back: no cycle)."""
+
+    bucket: str
+    part_size: int
+    multipart_threshold: int
+    _hasher: ThreadPoolExecutor
+
+    @property
+    def _crc32(self) -> bool: ...
+    def full_key(self, key: str) -> str: ...
+    def _where(self, full_key: str) -> str: ...
+    async def _get_client(self) -> Any: ...
+    async def _url(self, client: Any, full_key: str) -> str: ...
+
 
 __all__ = ["GrowingUpload"]
 
@@ -76,7 +91,7 @@ def _b64(crc: int) -> str:
 class GrowingUpload:
     """One multipart upload fed while its file grows; see the module docstring."""
 
-    def __init__(self, storage: S3Storage, path: Path, key: str, content_type: str) -> None:
+    def __init__(self, storage: _Owner, path: Path, key: str, content_type: str) -> None:
         self.storage = storage
         self.path = path
         self.key = key
