@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .storage.s3 import S3Storage
     from .store.postgres import PostgresTaskStore
     from .store.redis import RedisTaskStore
-    from .webhooks import Webhook, verify_signature
+    from .webhooks import Webhook, verify_signature, verify_standard
 
 _LAZY = {
     "S3Storage": ".storage.s3",
@@ -61,6 +61,7 @@ _LAZY = {
     "CeleryBackend": ".backends.celery",
     "Webhook": ".webhooks",
     "verify_signature": ".webhooks",
+    "verify_standard": ".webhooks",
     "follow": ".progressbar",
     "PlainBar": ".progressbar",
 }
@@ -124,5 +125,6 @@ __all__ = [
     "find_ffprobe",
     "follow",
     "verify_signature",
+    "verify_standard",
     "__version__",
 ]

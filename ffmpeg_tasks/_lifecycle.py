@@ -103,3 +103,15 @@ async def all_or_nothing(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
                 leaves.append(exc)
         first = next((e for e in leaves if isinstance(e, TaskFailure)), leaves[0])
         raise first from None
+
+
+@runtime_checkable
+class StoreBound(Protocol):
+    """An event handler that keeps state in the task store (a webhook's outbox).
+
+    The manager calls ``bind(store)`` as it starts and ``unbind()`` before it closes
+    the store.
+    """
+
+    async def bind(self, store: Any) -> None: ...
+    async def unbind(self) -> None: ...

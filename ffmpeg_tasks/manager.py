@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._lifecycle import AsyncResource, cancel_and_wait, shielded
+from ._lifecycle import AsyncResource, StoreBound, cancel_and_wait, shielded
 from .argv import task_commands
 from .backends.base import Backend, engine_name
 from .downloader.base import Downloader
@@ -46,7 +46,7 @@ from .plan import TaskPlan, plan_task
 from .policy import CommandPolicy
 from .retry import RetryPolicy
 from .runner import LocalRuns
-from .spec import SpecLimits, validate_spec
+from .spec import SpecLimits, declared_outputs, validate_spec
 from .storage.base import Storage
 from .store.base import TaskStore
 from .telemetry import Telemetry, default_telemetry
@@ -138,6 +138,9 @@ class TaskManager(AsyncResource):
         self._bus.add_handler(self.telemetry.on_event)
         if on_event is not None:
             self._bus.add_handler(on_event)
+        self._bound: builtins.list[StoreBound] = (
+            [on_event] if isinstance(on_event, StoreBound) else []
+        )
         self._local = LocalRuns(
             store=lambda: self.store,
             status=self.status,
@@ -232,6 +235,8 @@ class TaskManager(AsyncResource):
             if self._started:
                 return
             await self.recover()
+            for handler in self._bound:
+                await handler.bind(self.store)
             self._sweeper = asyncio.create_task(
                 sweep_loop(self.work_dir), name="ffmpeg-tasks-sweep"
             )
@@ -261,6 +266,8 @@ class TaskManager(AsyncResource):
             if helper is not None:
                 await cancel_and_wait(helper)
         await self._local.aclose()
+        for handler in self._bound:
+            await handler.unbind()
         await self._bus.aclose()
         for backend in (self.backend, self._downloader, self._executor, self._storage, self._store):
             if backend is not None:
@@ -311,7 +318,7 @@ class TaskManager(AsyncResource):
         """
         await self._ensure_started()
         commands = task_commands(command, argv)
-        outputs = _declared_outputs(output_filename, output_files)
+        outputs = declared_outputs(output_filename, output_files)
         input_files = self._check_inputs(commands, input_files, outputs)
         plan_task(self.policy, commands, input_files, outputs)  # raises on a bad command
         options: dict[str, Any] = {}
@@ -346,7 +353,7 @@ class TaskManager(AsyncResource):
     ) -> TaskPlan:
         """Dry run: the argv, downloads, storage keys and policy verdicts; runs nothing."""
         commands = task_commands(command, argv)
-        outputs = _declared_outputs(output_filename, output_files)
+        outputs = declared_outputs(output_filename, output_files)
         input_files = self._check_inputs(commands, input_files, outputs)
         try:
             binary = self.executor.ffmpeg_path
@@ -632,16 +639,3 @@ class TaskManager(AsyncResource):
             overlap_outputs=self.overlap_outputs,
             telemetry=self.telemetry,
         )
-
-
-def _declared_outputs(
-    output_filename: str | None, output_files: Sequence[str] | None
-) -> tuple[str, ...]:
-    if output_files is not None and not isinstance(output_files, str):
-        names = tuple(output_files)
-        if output_filename is not None and output_filename not in names:
-            names = (output_filename, *names)
-        return names
-    if output_filename is None:
-        raise InvalidSpecError("output_filename is required", field="output_filename")
-    return (output_filename,)

@@ -8,7 +8,7 @@ safe, relative file name, and every URL is something the downloader may fetch.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -18,7 +18,13 @@ from .errors import InvalidSpecError
 from .filenames import OUTPUT_NAME, PLAIN_NAME, extension, is_plain_name
 from .policy.limits import MAX_INPUTS, MAX_OUTPUTS
 
-__all__ = ["DEFAULT_INPUT_EXTENSIONS", "DEFAULT_OUTPUT_EXTENSIONS", "SpecLimits", "validate_spec"]
+__all__ = [
+    "DEFAULT_INPUT_EXTENSIONS",
+    "DEFAULT_OUTPUT_EXTENSIONS",
+    "SpecLimits",
+    "declared_outputs",
+    "validate_spec",
+]
 
 _MEDIA = frozenset(
     [
@@ -277,3 +283,17 @@ def validate_spec(
                 code="duplicate_name",
             )
         seen[name.lower()] = name
+
+
+def declared_outputs(
+    output_filename: str | None, output_files: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The declared output names: ``output_files``, with ``output_filename`` first."""
+    if output_files is not None and not isinstance(output_files, str):
+        names = tuple(output_files)
+        if output_filename is not None and output_filename not in names:
+            names = (output_filename, *names)
+        return names
+    if output_filename is None:
+        raise InvalidSpecError("output_filename is required", field="output_filename")
+    return (output_filename,)

@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Collection, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import attrs
@@ -38,13 +37,29 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from ._lifecycle import AsyncResource
+from ._lifecycle import AsyncResource, cancel_and_wait
 from ._version import __version__
 from .downloader.addresses import check_host, is_public_address, parse_ip
 from .downloader.http import AddressFilteringResolver, BlockedConnectError, retry_after_seconds
 from .errors import ConfigurationError, WebhookError
 from .events import Event, EventType
 from .retry import RetryPolicy
+from .store.base import Outbox, TaskStore
+from .webhook_signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    STANDARD_ID_HEADER,
+    STANDARD_SIGNATURE_HEADER,
+    STANDARD_TIMESTAMP_HEADER,
+    TIMESTAMP_HEADER,
+    _key,
+    sign,
+    sign_standard,
+    standard_key,
+    verify_signature,
+    verify_standard,
+)
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -53,56 +68,15 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "Webhook",
     "sign",
+    "sign_standard",
     "verify_signature",
+    "verify_standard",
 ]
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "X-FFmpeg-Tasks-Timestamp"
-SIGNATURE_HEADER = "X-FFmpeg-Tasks-Signature"
-DELIVERY_HEADER = "X-FFmpeg-Tasks-Delivery"
-EVENT_HEADER = "X-FFmpeg-Tasks-Event"
-
 _TRANSIENT = frozenset({408, 425, 429})
 _USER_AGENT = f"ffmpeg-tasks-webhook/{__version__}"
-
-
-def _key(secret: str | bytes) -> bytes:
-    return secret.encode() if isinstance(secret, str) else bytes(secret)
-
-
-def sign(secret: str | bytes, timestamp: int | str, body: bytes | str) -> str:
-    """The signature header value: ``sha256=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"``."""
-    data = body.encode() if isinstance(body, str) else body
-    mac = hmac.new(_key(secret), f"{timestamp}.".encode() + data, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify_signature(
-    secret: str | bytes,
-    timestamp: int | str,
-    body: bytes | str,
-    signature: str,
-    *,
-    tolerance: float = 300,
-    now: float | None = None,
-) -> bool:
-    """True if ``signature`` signs ``body`` at ``timestamp`` and the timestamp is fresh.
-
-    ``timestamp`` and ``signature`` are the header values as received, ``body`` the
-    raw request body (not re-serialised JSON).  A timestamp more than ``tolerance``
-    seconds away from ``now`` (default: the current time) fails, so a captured
-    delivery cannot be replayed later.  The comparison is constant-time.
-    """
-    try:
-        ts = int(str(timestamp).strip())
-    except ValueError:
-        return False
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance:
-        return False
-    expected = sign(secret, ts, body)
-    return hmac.compare_digest(expected.encode(), signature.strip().encode())
 
 
 class Webhook(AsyncResource):
@@ -128,6 +102,8 @@ class Webhook(AsyncResource):
         session: aiohttp.ClientSession | None = None,
         allow_private_networks: bool = False,
         headers: Mapping[str, str] | None = None,
+        scheme: Literal["ffmpeg-tasks", "standard"] = "ffmpeg-tasks",
+        lease: float = 60.0,
     ) -> None:
         self.url = url
         target = URL(url)
@@ -139,6 +115,10 @@ class Webhook(AsyncResource):
             )
         if not secret:
             raise ConfigurationError(f"webhook {url!r}: secret must not be empty")
+        if scheme not in ("ffmpeg-tasks", "standard"):
+            raise ConfigurationError(f"webhook {url!r}: scheme={scheme!r} is not known")
+        if scheme == "standard":
+            standard_key(secret if isinstance(secret, str) else secret.decode())
         if timeout <= 0:
             raise ConfigurationError(f"webhook {url!r}: timeout={timeout!r} must be > 0")
         try:
@@ -154,7 +134,14 @@ class Webhook(AsyncResource):
                     "(allow_private_networks=True permits it)"
                 )
         self._target = target
+        self.scheme = scheme
         self._secret = _key(secret)
+        self._standard_secret = secret if isinstance(secret, str) else secret.decode()
+        self.lease = lease
+        self.topic = "webhook:" + hashlib.sha256(f"{scheme} {url}".encode()).hexdigest()[:16]
+        self._outbox: Outbox | None = None
+        self._resumer: asyncio.Task[None] | None = None
+        self._resumed: set[asyncio.Future[None]] = set()
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout = timeout
         self._headers = dict(headers or {})
@@ -172,16 +159,88 @@ class Webhook(AsyncResource):
         """Handle one event: return a delivery to run in the background, or None."""
         if event.type not in self.events or self._closed:
             return None
-        return self._deliver_logged(event)
+        return self._run(self.payload(event), uuid.uuid4().hex, event.type.value, 1, new=True)
 
-    async def _deliver_logged(self, event: Event) -> None:
+    # -- the outbox: deliveries that survive a restart ---------------------------
+
+    async def bind(self, store: TaskStore) -> None:
+        """Keep pending deliveries in ``store`` (if it has an outbox) and resume those a
+        stopped process left; called by the manager as it starts."""
+        if not isinstance(store, Outbox) or not getattr(store, "durable", True) or self._closed:
+            return  # nothing survives this process: deliveries are awaited at close instead
+        self._outbox = store
+        self._resumer = asyncio.create_task(self._resume_loop(), name="ffmpeg-tasks-webhook")
+
+    async def unbind(self) -> None:
+        """Stop using the store: deliveries in flight stop and stay due in the outbox
+        for the next process; called by the manager before it closes the store."""
+        if self._outbox is None:
+            return  # not bound: deliveries in flight are awaited by aclose()
+        resumer, self._resumer = self._resumer, None
+        if resumer is not None:
+            await cancel_and_wait(resumer)
+        pending = [t for t in {*self._inflight, *self._resumed} if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        self._outbox = None
+
+    async def _resume_loop(self, poll: float = 2.0) -> None:
+        assert self._outbox is not None
+        while True:
+            try:
+                claimed = await self._outbox.outbox_claim(
+                    self.topic, time.time(), self.lease, limit=50
+                )
+            except Exception:
+                log.warning("webhook %s: reading the outbox failed", self.url, exc_info=True)
+                claimed = []
+            for delivery, entry in claimed:
+                log.info("webhook %s: resuming delivery %s", self.url, delivery)
+                body = str(entry["body"]).encode()
+                run = self._run(body, delivery, str(entry["event"]), int(entry["attempt"]))
+                task = asyncio.ensure_future(run)
+                self._resumed.add(task)
+                task.add_done_callback(self._resumed.discard)
+            await asyncio.sleep(poll)
+
+    async def _save(self, body: bytes, delivery: str, event: str, attempt: int, due: float) -> None:
+        if self._outbox is None:
+            return
+        entry = {"body": body.decode(), "event": event, "attempt": attempt}
+        try:
+            await self._outbox.outbox_put(self.topic, delivery, entry, due)
+        except Exception:
+            log.warning("webhook %s: could not save delivery %s", self.url, delivery)
+
+    async def _done(self, delivery: str) -> None:
+        if self._outbox is None:
+            return
+        try:
+            await self._outbox.outbox_done(self.topic, delivery)
+        except Exception:
+            log.warning("webhook %s: could not clear delivery %s", self.url, delivery)
+
+    async def _run(
+        self, body: bytes, delivery: str, event: str, attempt: int, *, new: bool = False
+    ) -> None:
+        """Deliver in the background: saved first, cleared once delivered or refused."""
         current = asyncio.current_task()
         if current is not None:
             self._inflight.add(current)
         try:
-            await self.deliver(event)
-        except WebhookError as exc:
-            log.warning("webhook for task %s not delivered: %s", event.task_id, exc)
+            if new:
+                await self._save(body, delivery, event, attempt, time.time() + self.lease)
+            try:
+                await self._deliver(body, delivery, event, attempt)
+            except WebhookError as exc:
+                log.warning("webhook %s: delivery %s failed for good: %s", self.url, delivery, exc)
+            except asyncio.CancelledError:
+                # stopping: the entry stays, due now, for the next process
+                await asyncio.shield(self._save(body, delivery, event, attempt, time.time()))
+                raise
+            await self._done(delivery)
         finally:
             if current is not None:
                 self._inflight.discard(current)
@@ -198,9 +257,9 @@ class Webhook(AsyncResource):
         Raises :class:`WebhookError` once attempts run out, on a refused address,
         or on a non-retryable answer (other 4xx, 3xx).
         """
-        body = self.payload(event)
-        delivery = uuid.uuid4().hex
-        attempt = 1
+        return await self._deliver(self.payload(event), uuid.uuid4().hex, event.type.value, 1)
+
+    async def _deliver(self, body: bytes, delivery: str, event: str, attempt: int) -> int:
         while True:
             outcome = await self._attempt(body, delivery, event)
             if outcome.problem is None:
@@ -214,21 +273,29 @@ class Webhook(AsyncResource):
                 )
             wait = self.retry.delay(attempt, outcome.retry_after)
             log.info("webhook %s: %s; retrying in %.1fs", self.url, outcome.problem, wait)
-            await asyncio.sleep(wait)
             attempt += 1
+            await self._save(body, delivery, event, attempt, time.time() + wait + self.lease)
+            await asyncio.sleep(wait)
 
-    async def _attempt(self, body: bytes, delivery: str, event: Event) -> _Outcome:
+    async def _attempt(self, body: bytes, delivery: str, event: str) -> _Outcome:
         """One signed POST."""
         timestamp = int(time.time())
         headers = {
             **self._headers,
             "Content-Type": "application/json",
             "User-Agent": _USER_AGENT,
-            EVENT_HEADER: event.type.value,
-            DELIVERY_HEADER: delivery,
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            EVENT_HEADER: event,
         }
+        if self.scheme == "standard":
+            headers[STANDARD_ID_HEADER] = delivery
+            headers[STANDARD_TIMESTAMP_HEADER] = str(timestamp)
+            headers[STANDARD_SIGNATURE_HEADER] = sign_standard(
+                self._standard_secret, delivery, timestamp, body
+            )
+        else:
+            headers[DELIVERY_HEADER] = delivery
+            headers[TIMESTAMP_HEADER] = str(timestamp)
+            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         session = self._get_session()
         try:
             await self._preflight()
@@ -294,7 +361,10 @@ class Webhook(AsyncResource):
             await resolver.close()
 
     async def aclose(self) -> None:
-        """Wait for deliveries in flight, then close the session this webhook created."""
+        """Wait for deliveries in flight (with an outbox: stop them, they stay due), then
+        close the session this webhook created."""
+        if self._outbox is not None:
+            await self.unbind()
         pending = [t for t in self._inflight if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending)

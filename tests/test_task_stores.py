@@ -33,6 +33,7 @@ from ffmpeg_tasks.store import (
     SQLiteTaskStore,
     TaskStore,
 )
+from ffmpeg_tasks.store.base import Outbox
 
 from .store_helpers import make_task, rich_task
 
@@ -58,7 +59,7 @@ async def _redis_cleanup(prefix: str) -> list[str]:
 async def _pg_drop(table: str) -> None:
     conn = await asyncpg.connect(PG_DSN)
     try:
-        await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_outbox"')
     finally:
         await conn.close()
 
@@ -592,3 +593,24 @@ def test_missing_driver_is_a_configuration_error(module: str, make: str, extra: 
     )
     assert r.returncode == 0, r.stderr
     assert extra in r.stdout
+
+
+# -- the outbox (webhook deliveries that survive a restart) -------------------------
+
+
+async def test_outbox_claims_due_entries_once_per_lease(store: TaskStore) -> None:
+    assert isinstance(store, Outbox)
+    await store.outbox_put("hooks", "a", {"n": 1, "body": "é"}, due=100.0)
+    await store.outbox_put("hooks", "b", {"n": 2}, due=200.0)
+    await store.outbox_put("other", "c", {"n": 3}, due=0.0)
+    assert await store.outbox_claim("hooks", now=150.0, lease=60.0) == [
+        ("a", {"n": 1, "body": "é"})
+    ]
+    assert await store.outbox_claim("hooks", now=150.0, lease=60.0) == []  # leased
+    claimed = await store.outbox_claim("hooks", now=300.0, lease=60.0)
+    assert sorted(i for i, _ in claimed) == ["a", "b"]  # the lease of a ran out
+    await store.outbox_put("hooks", "a", {"n": 10}, due=0.0)  # overwrite: a retry's state
+    await store.outbox_done("hooks", "b")
+    await store.outbox_done("hooks", "missing")
+    assert await store.outbox_claim("hooks", now=1000.0, lease=1.0) == [("a", {"n": 10})]
+    assert await store.outbox_claim("other", now=1.0, lease=1.0) == [("c", {"n": 3})]

@@ -7,18 +7,46 @@ used for the ``created_at`` / ``finished_at`` index columns.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import InvalidSpecError
 from ..models import Task, TaskStatus
 
-__all__ = ["TERMINAL_STATUSES", "TaskStore"]
+__all__ = ["TERMINAL_STATUSES", "Outbox", "TaskStore"]
 
 #: Statuses ``purge`` may delete, as their string values.
 TERMINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in TaskStatus if s.is_terminal)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """Optional store capability: durable work to do later (webhook deliveries).
+
+    Entries are JSON-ready dicts under a ``topic`` and an id; ``outbox_claim`` hands
+    out entries due by ``now`` and pushes their due time ``lease`` seconds on, so a
+    process that dies while handling one leaves it to be claimed again (at least
+    once).  All four stores of the package implement it.
+    """
+
+    async def outbox_put(
+        self, topic: str, entry_id: str, data: Mapping[str, Any], due: float
+    ) -> None:
+        """Insert or overwrite an entry, due at unix time ``due``."""
+        ...
+
+    async def outbox_claim(
+        self, topic: str, now: float, lease: float, limit: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Entries of ``topic`` due by ``now`` (oldest first), each now due at ``now + lease``."""
+        ...
+
+    async def outbox_done(self, topic: str, entry_id: str) -> None:
+        """Remove an entry (missing: no error)."""
+        ...
 
 
 @runtime_checkable

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import json
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -34,10 +37,14 @@ class MemoryTaskStore(AsyncResource):
     so each call is atomic on the event loop.
     """
 
+    #: Nothing survives the process (a webhook does not keep its outbox here).
+    durable = False
+
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
         self._order: list[tuple[int, str]] = []  # sorted (created_at µs, id)
         self._by_key: dict[str, str] = {}  # idempotency_key -> id
+        self._outbox: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     @staticmethod
     def _record(task: Task) -> _Record:
@@ -117,3 +124,25 @@ class MemoryTaskStore(AsyncResource):
         i = bisect.bisect_left(self._order, order)
         if i < len(self._order) and self._order[i] == order:
             del self._order[i]
+
+    async def outbox_put(
+        self, topic: str, entry_id: str, data: Mapping[str, Any], due: float
+    ) -> None:
+        self._outbox[(topic, entry_id)] = (due, json.loads(json.dumps(dict(data))))
+
+    async def outbox_claim(
+        self, topic: str, now: float, lease: float, limit: int = 100
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        due = sorted(
+            (when, key[1]) for key, (when, _) in self._outbox.items()
+            if key[0] == topic and when <= now
+        )[:limit]  # fmt: skip
+        claimed = []
+        for _, entry_id in due:
+            data = self._outbox[(topic, entry_id)][1]
+            self._outbox[(topic, entry_id)] = (now + lease, data)
+            claimed.append((entry_id, json.loads(json.dumps(data))))
+        return claimed
+
+    async def outbox_done(self, topic: str, entry_id: str) -> None:
+        self._outbox.pop((topic, entry_id), None)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,14 @@ CREATE TABLE IF NOT EXISTS "{t}" (
 CREATE INDEX IF NOT EXISTS "{t}_status_idx" ON "{t}" (status, created_at, id);
 CREATE INDEX IF NOT EXISTS "{t}_created_idx" ON "{t}" (created_at, id);
 CREATE INDEX IF NOT EXISTS "{t}_finished_idx" ON "{t}" (finished_at);
+CREATE TABLE IF NOT EXISTS "{t}_outbox" (
+    topic text NOT NULL,
+    id text NOT NULL,
+    due double precision NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (topic, id)
+);
+CREATE INDEX IF NOT EXISTS "{t}_obx_idx" ON "{t}_outbox" (topic, due);
 """
 
 
@@ -108,6 +118,16 @@ class PostgresTaskStore(AsyncResource):
                 "ORDER BY created_at, id LIMIT $2"
             ),
             "delete": f'DELETE FROM "{t}" WHERE id = $1',  # noqa: S608
+            "outbox_put": (
+                f'INSERT INTO "{t}_outbox" (topic, id, due, data) VALUES ($1, $2, $3, $4) '  # noqa: S608
+                "ON CONFLICT (topic, id) DO UPDATE SET due = EXCLUDED.due, data = EXCLUDED.data"
+            ),
+            "outbox_claim": (
+                f'UPDATE "{t}_outbox" SET due = $3 WHERE (topic, id) IN (SELECT topic, id '  # noqa: S608
+                f'FROM "{t}_outbox" WHERE topic = $1 AND due <= $2 ORDER BY due LIMIT $4 '
+                "FOR UPDATE SKIP LOCKED) RETURNING id, data"
+            ),
+            "outbox_done": f'DELETE FROM "{t}_outbox" WHERE topic = $1 AND id = $2',  # noqa: S608
             "purge": (
                 f'DELETE FROM "{t}" WHERE status = ANY($1::text[]) '  # noqa: S608
                 "AND finished_at < $2"
@@ -201,6 +221,23 @@ class PostgresTaskStore(AsyncResource):
             self._sql["purge"], list(TERMINAL_STATUSES), as_utc(finished_before)
         )
         return _rowcount(tag)
+
+    async def outbox_put(
+        self, topic: str, entry_id: str, data: Mapping[str, Any], due: float
+    ) -> None:
+        pool = await self._get_pool()
+        await pool.execute(self._sql["outbox_put"], topic, entry_id, due, json.dumps(dict(data)))
+
+    async def outbox_claim(
+        self, topic: str, now: float, lease: float, limit: int = 100
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(self._sql["outbox_claim"], topic, now, now + lease, limit)
+        return [(r["id"], json.loads(r["data"])) for r in rows]
+
+    async def outbox_done(self, topic: str, entry_id: str) -> None:
+        pool = await self._get_pool()
+        await pool.execute(self._sql["outbox_done"], topic, entry_id)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -15,6 +15,9 @@ names from the prefix, so a Redis Cluster is not supported.
 
 from __future__ import annotations
 
+import builtins
+import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +135,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Claim entries due by ARGV[1]: push them to ARGV[2]; return id, data pairs.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id)
+end
+return out
+"""
+
+
 class RedisTaskStore(AsyncResource):
     """Keeps tasks in Redis at ``url`` under ``prefix``.
 
@@ -173,6 +189,7 @@ class RedisTaskStore(AsyncResource):
         self._delete = client.register_script(_DELETE)
         self._purge = client.register_script(_PURGE)
         self._list = client.register_script(_LIST)
+        self._claim = client.register_script(_CLAIM)
 
     def _key(self, *parts: str) -> str:
         if self._closed:
@@ -259,6 +276,28 @@ class RedisTaskStore(AsyncResource):
             total += int(deleted)
             if int(seen) < _PURGE_BATCH:
                 return total
+
+    async def outbox_put(
+        self, topic: str, entry_id: str, data: Mapping[str, Any], due: float
+    ) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("outbox", topic, "data"), entry_id, json.dumps(dict(data)))
+            pipe.zadd(self._key("outbox", topic), {entry_id: due})
+            await pipe.execute()
+
+    async def outbox_claim(
+        self, topic: str, now: float, lease: float, limit: int = 100
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        keys = [self._key("outbox", topic), self._key("outbox", topic, "data")]
+        flat = await self._claim(keys=keys, args=[repr(now), repr(now + lease), limit])
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [(_text(i), json.loads(d)) for i, d in pairs if d is not None]
+
+    async def outbox_done(self, topic: str, entry_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._key("outbox", topic), entry_id)
+            pipe.hdel(self._key("outbox", topic, "data"), entry_id)
+            await pipe.execute()
 
     async def aclose(self) -> None:
         if self._closed:

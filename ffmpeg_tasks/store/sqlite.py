@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError
@@ -40,6 +41,14 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_status_idx ON tasks (status, created_at, id);
 CREATE INDEX IF NOT EXISTS tasks_created_idx ON tasks (created_at, id);
 CREATE INDEX IF NOT EXISTS tasks_finished_idx ON tasks (finished_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    topic TEXT NOT NULL,
+    id TEXT NOT NULL,
+    due REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (topic, id)
+);
+CREATE INDEX IF NOT EXISTS outbox_due_idx ON outbox (topic, due);
 """
 
 
@@ -199,6 +208,41 @@ class SQLiteTaskStore(AsyncResource):
             return conn.execute(sql, args).rowcount
 
         return await self._run(lambda: self._write(tx))
+
+    async def outbox_put(
+        self, topic: str, entry_id: str, data: Mapping[str, Any], due: float
+    ) -> None:
+        text = json.dumps(dict(data))
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO outbox (topic, id, due, data) VALUES (?, ?, ?, ?)",
+                (topic, entry_id, due, text),
+            )
+
+        await self._run(lambda: self._write(tx))
+
+    async def outbox_claim(
+        self, topic: str, now: float, lease: float, limit: int = 100
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        def tx(conn: sqlite3.Connection) -> builtins.list[tuple[str, dict[str, Any]]]:
+            rows = conn.execute(
+                "SELECT id, data FROM outbox WHERE topic = ? AND due <= ? ORDER BY due LIMIT ?",
+                (topic, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET due = ? WHERE topic = ? AND id = ?",
+                [(now + lease, topic, r[0]) for r in rows],
+            )
+            return [(r[0], json.loads(r[1])) for r in rows]
+
+        return await self._run(lambda: self._write(tx))
+
+    async def outbox_done(self, topic: str, entry_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM outbox WHERE topic = ? AND id = ?", (topic, entry_id))
+
+        await self._run(lambda: self._write(tx))
 
     async def aclose(self) -> None:
         if self._closed:
