@@ -434,3 +434,10 @@ async def test_cancelling_one_task_leaves_the_shared_download_to_the_other(
     assert other.status is TaskStatus.COMPLETED, other.error
     assert server.full == 1
     assert leftovers(tmp_path) == [] and temps(tmp_path) == []
+
+
+async def test_an_input_behind_the_cache_is_whole_before_ffmpeg_starts(tmp_path: Path) -> None:
+    dl = caching(tmp_path)
+    async with make_manager(tmp_path, downloader=dl) as tm:
+        plan = await tm.plan("-i in.ts -c copy out.mkv", {"in.ts": "http://a.test/x.ts"}, "out.mkv")
+    assert "in.ts: downloaded before ffmpeg starts" in " ".join(plan.notes)
