@@ -255,8 +255,9 @@ def bwrap_argv(
 ) -> list[str]:
     """``bwrap … --`` confining ffmpeg to a read-only system and a writable ``workdir``.
 
-    All namespaces are unshared (no network, own PIDs), the environment is exactly
-    ``env``, ``/tmp`` is an empty tmpfs and the sandbox dies with its parent.  Absolute
+    All namespaces are unshared (no network, own PIDs), no capability is kept (also
+    when the host runs as root), the environment is exactly ``env``, ``/tmp`` is an
+    empty tmpfs and the sandbox dies with its parent.  Absolute
     paths that exist and appear as values in ``env`` are bound read-only.
 
     bwrap's outer process exits as soon as it knows the exit status, so its namespace
@@ -269,6 +270,8 @@ def bwrap_argv(
         "--die-with-parent",
         "--new-session",
         "--clearenv",
+        "--cap-drop",  # run as root, bwrap would keep every capability: ffmpeg needs none
+        "ALL",
     ]
     if info_fd is not None:  # bwrap writes {"child-pid": …} there
         args += ["--info-fd", str(info_fd)]

@@ -83,6 +83,24 @@ async def executor(
         yield ex
 
 
+# -- capabilities ----------------------------------------------------------------------
+
+
+async def test_sandboxed_ffmpeg_has_no_capability_even_under_root(
+    bwrap_works: None, work: Path, ffmpeg_bin: str
+) -> None:
+    # Run as root (as CI and many containers do), bwrap keeps every capability unless
+    # told otherwise: with CAP_DAC_OVERRIDE ffmpeg could write read-only files.
+    async with LocalExecutor(sandbox="require", grace_period=2.0) as executor:
+        pid, task = await running_ffmpeg(executor, ffmpeg_bin, work)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        finally:
+            await stop(task)
+    caps = {k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines())}
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == "0000000000000000"
+
+
 # -- environment -----------------------------------------------------------------------
 
 
