@@ -40,7 +40,7 @@ def _engines(name: str, out: Path) -> dict[str, EngineSetup]:
                   "FFMPEG_TASKS_STORAGE_DIR": str(out), "FFMPEG_TASKS_QUEUE": CELERY_REDIS,
                   "FFMPEG_TASKS_QUEUE_NAME": name, "FFMPEG_TASKS_SHUTDOWN_GRACE": "2",
                   "FFMPEG_TASKS_ALLOW_PRIVATE_NETWORKS": "1",
-                  "FFMPEG_TASKS_VISIBILITY_TIMEOUT": "10"}  # fmt: skip
+                  "FFMPEG_TASKS_VISIBILITY_TIMEOUT": "6"}  # fmt: skip
     return {
         "saq-redis": EngineSetup(
             name="saq-redis",
@@ -63,13 +63,13 @@ def _engines(name: str, out: Path) -> dict[str, EngineSetup]:
         # Celery's own command line, configured from the environment like from_env.
         "celery-redis": EngineSetup(
             name="celery-redis",
-            backend=lambda: CeleryBackend(CELERY_REDIS, queue=name, visibility_timeout=10),
+            backend=lambda: CeleryBackend(CELERY_REDIS, queue=name, visibility_timeout=6),
             store=lambda: RedisTaskStore(REDIS, prefix=name),
             worker_argv=[sys.executable, "-m", "celery", "-A", "ffmpeg_tasks.backends.celery",
                          "worker", "-Q", name, "-c", "1", "--loglevel", "INFO",
                          "-n", f"{name}-%i@%h", "--without-gossip", "--without-mingle"],
             worker_env=worker_env,
-            recovery_delay=10,  # the visibility timeout
+            recovery_delay=6,  # the visibility timeout
         ),
     }  # fmt: skip
 

@@ -112,12 +112,12 @@ def make_app(
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # Redis: a message unacknowledged for visibility_timeout goes back to the queue,
-        # checked every 10 s (kombu's default checks about every 100 s).
+        # checked every 10 s at most (kombu's default checks about every 100 s).
         include=[WORKER_MODULE],
         broker_transport_options={
             "confirm_publish": True,  # amqp: send_task returns once the broker has it
             "visibility_timeout": visibility_timeout,
-            "unacked_restore_interval": 10,
+            "unacked_restore_interval": max(1, min(10, visibility_timeout // 2)),
             "unacked_restore_throttle": 1,
         },
     )
