@@ -36,11 +36,11 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
+from .._lifecycle import AsyncResource
 from ..backends.base import Backend, engine_name
 from ..manager import TaskManager
 from ..models import Phase, Task, TaskStatus
@@ -184,7 +184,7 @@ def _pid_of(task: Task) -> int:
     return int(task.worker.split(":")[1])
 
 
-class Conformance:
+class Conformance(AsyncResource):
     """The checks of one engine, with an API-side ``TaskManager`` on its backend."""
 
     def __init__(
@@ -199,16 +199,12 @@ class Conformance:
             store=setup.store(), storage=LocalStorage(self.storage_dir), backend=self.backend
         )
 
-    async def __aenter__(self) -> Conformance:
+    async def __aenter__(self) -> Self:
         await self.manager.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close the API-side manager (and its backend)."""
         await self.manager.aclose()
 
     async def run_all(self, names: Sequence[str] = CHECKS) -> None:
