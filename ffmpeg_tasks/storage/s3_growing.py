@@ -39,6 +39,7 @@ class _Owner(Protocol):
     bucket: str
     part_size: int
     multipart_threshold: int
+    max_concurrency: int
     _hasher: ThreadPoolExecutor
 
     @property
@@ -197,14 +198,25 @@ class GrowingUpload:
             return None
         try:
             done = 0
-            for number in range(1, count + 1):
-                offset = (number - 1) * self.part_size
-                length = min(self.part_size, size - offset)
-                if not await self._still_valid(number, offset, length):
-                    await self._upload_part(number, offset, length)
-                done += length
-                if progress is not None:
-                    progress(done, size)
+            numbers = iter(range(1, count + 1))
+
+            async def worker() -> None:
+                nonlocal done
+                for number in numbers:  # shared: each part goes to one worker
+                    offset = (number - 1) * self.part_size
+                    length = min(self.part_size, size - offset)
+                    if not await self._still_valid(number, offset, length):
+                        await self._upload_part(number, offset, length)
+                    done += length
+                    if progress is not None:
+                        progress(done, size)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.storage.max_concurrency, count)):
+                        group.create_task(worker())
+            except BaseExceptionGroup as eg:
+                raise eg.exceptions[0] from None
             client = await self._ensure_started()
             parts = []
             for number in range(1, count + 1):
