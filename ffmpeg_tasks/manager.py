@@ -98,8 +98,8 @@ class TaskManager(AsyncResource):
         on_interrupted: Literal["fail", "requeue"] = "fail",
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
-        overlap_inputs: bool = True,
-        overlap_outputs: bool = True,
+        overlap_inputs: bool = False,
+        overlap_outputs: bool = False,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._storage = storage

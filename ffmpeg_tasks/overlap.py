@@ -72,7 +72,7 @@ def choose(
         ext = extension(name)
         reason: str | None = None
         if not enabled:
-            reason = "input overlap is off"
+            reason = "input overlap is off: TaskManager(overlap_inputs=True)"
         elif len(plan.steps) != 1:
             reason = "chained steps read it"
         elif ext not in STREAMABLE:

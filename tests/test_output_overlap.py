@@ -128,7 +128,9 @@ async def test_a_task_stores_the_final_file_byte_for_byte(
     # ~25 MB of MP4 written over a few seconds: the mdat size at the start is patched at
     # the end, so part 1 always goes last and the early parts are checked again.
     command = "-i in.mp4 -vf scale=1280:720 -c:v libx264 -preset ultrafast -crf 0 -an out.mp4"
-    async with make_manager(tmp_path, storage=storage_for(s3_server, s3_bucket)) as manager:
+    async with make_manager(
+        tmp_path, storage=storage_for(s3_server, s3_bucket), overlap_outputs=True
+    ) as manager:
         task = await manager.run(command, {"in.mp4": media_server.media_url("long.mp4")}, "out.mp4")
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.output is not None and task.output.size > 3 * PART
@@ -156,7 +158,9 @@ async def test_a_run_stopped_mid_write_leaves_no_upload(
     # -re: ffmpeg writes for 10 s; its timeout stops it after 3 s, parts already sent.
     command = "-re -i in.mp4 -vf scale=1280:720 -c:v libx264 -preset ultrafast -crf 0 out.mkv"
     inputs = {"in.mp4": media_server.media_url("long.mp4")}
-    async with make_manager(tmp_path, storage=storage_for(s3_server, s3_bucket)) as manager:
+    async with make_manager(
+        tmp_path, storage=storage_for(s3_server, s3_bucket), overlap_outputs=True
+    ) as manager:
         task = await manager.run(command, inputs, "out.mkv", timeout=3)
     assert (task.status, task.error_code) == (TaskStatus.FAILED, "timeout")
     assert not open_uploads(s3_client, s3_bucket)

@@ -62,7 +62,7 @@ async def test_ffmpeg_reads_a_ts_input_while_it_downloads(
 ) -> None:
     events: list[Event] = []
     url = route(trickle(ts_file.read_bytes()))  # type: ignore[arg-type]
-    async with make_manager(tmp_path, on_event=events.append) as manager:
+    async with make_manager(tmp_path, on_event=events.append, overlap_inputs=True) as manager:
         plan = await manager.plan(REMUX, {"in.ts": url}, "out.mkv")
         assert "in.ts: ffmpeg reads it while it downloads" in plan.notes
         task = await manager.run(REMUX, {"in.ts": url}, "out.mkv")
@@ -79,7 +79,7 @@ async def test_the_plan_says_why_an_input_is_downloaded_first(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
     url = media_server.media_url("long.mp4")
-    async with make_manager(tmp_path) as manager:
+    async with make_manager(tmp_path, overlap_inputs=True) as manager:
         plan = await manager.plan("-i in.mp4 -c copy out.mkv", {"in.mp4": url}, "out.mkv")
         assert any(
             n.startswith("in.mp4: downloaded before ffmpeg starts (.mp4 may") for n in plan.notes
@@ -92,7 +92,7 @@ async def test_the_plan_says_why_an_input_is_downloaded_first(
             "-stream_loop 2 -i in.ts -c copy out.mkv", {"in.ts": url}, "out.mkv"
         )
         assert any("seeks" in n for n in looped.notes)
-    async with make_manager(tmp_path, overlap_inputs=False) as manager:
+    async with make_manager(tmp_path) as manager:  # off by default
         off = await manager.plan(REMUX, {"in.ts": url}, "out.mkv")
         assert any("overlap is off" in n for n in off.notes)
 
@@ -112,7 +112,7 @@ async def test_a_download_that_dies_after_ffmpeg_started_fails_the_task(
         return await dying(request)  # type: ignore[operator]
 
     events: list[Event] = []
-    async with make_manager(tmp_path, on_event=events.append) as manager:
+    async with make_manager(tmp_path, on_event=events.append, overlap_inputs=True) as manager:
         task = await manager.run(REMUX, {"in.ts": route(handler)}, "out.mkv")
     assert task.status is TaskStatus.FAILED
     assert task.error_code == "download_http_error", task.error
@@ -123,7 +123,7 @@ async def test_a_download_that_dies_after_ffmpeg_started_fails_the_task(
 
 async def test_cancel_mid_overlap(tmp_path: Path, ts_file: Path, route: Route) -> None:
     url = route(trickle(ts_file.read_bytes(), delay=0.2))  # type: ignore[arg-type]
-    async with make_manager(tmp_path) as manager:
+    async with make_manager(tmp_path, overlap_inputs=True) as manager:
         task = await manager.register(REMUX, {"in.ts": url}, "out.mkv")
         run = asyncio.create_task(manager.execute(task.id))
         async with asyncio.timeout(30):
@@ -146,7 +146,7 @@ async def test_a_download_that_starts_over_reruns_ffmpeg_on_the_whole_file(
         calls += 1  # no Accept-Ranges: the retry downloads from byte 0 again
         return await trickle(data, stop_at=len(data) // 2 if calls == 1 else 0)(request)  # type: ignore[operator]
 
-    async with make_manager(tmp_path) as manager:
+    async with make_manager(tmp_path, overlap_inputs=True) as manager:
         task = await manager.run(REMUX, {"in.ts": route(handler)}, "out.mkv")
     assert task.status is TaskStatus.COMPLETED, task.error
     assert calls == 2
