@@ -12,6 +12,10 @@ Needs Redis (queue + task store) and the saq extra: ``pip install 'ffmpeg-tasks[
 ``--redis`` (default ``redis://127.0.0.1:6379/0``) is both the saq queue and the task
 store; every process must use the same one, and the same storage (a shared S3 bucket
 across machines; a local directory only works on one machine).
+
+With Celery instead of saq, the API side passes ``backend=CeleryBackend("amqp://…")``
+and workers run ``ffmpeg-tasks worker --engine celery --queue amqp://… --store redis://…``;
+docs/scaling.md shows both side by side.
 """
 
 from __future__ import annotations
