@@ -318,6 +318,9 @@ class Conformance(AsyncResource):
             task = await self._submit(10)
             running = await self._running(task.id)
             pid = _pid_of(running)
+            until = time.monotonic() + 15  # the phase is written just before ffmpeg starts
+            while not _ffmpeg_of(pid) and time.monotonic() < until:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             self._assert(bool(_ffmpeg_of(pid)), "no ffmpeg under the worker", workers)
             started = time.monotonic()
             done = await self.manager.cancel(task.id)
