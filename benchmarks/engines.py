@@ -38,7 +38,7 @@ from ffmpeg_tasks import TaskStatus
 from ffmpeg_tasks.backends import CeleryBackend, SaqBackend
 from ffmpeg_tasks.store import RedisTaskStore
 from ffmpeg_tasks.testing import Conformance, EngineSetup, WorkerProcesses
-from ffmpeg_tasks.testing.conformance import SLOW, _ffmpeg_of, _pid_of
+from ffmpeg_tasks.testing.conformance import SLOW, ffmpeg_under, worker_pid
 
 REDIS = "redis://127.0.0.1:6379/0"
 CELERY_REDIS = "redis://127.0.0.1:6379/1"
@@ -122,12 +122,12 @@ async def measure(setup: EngineSetup, kit: Conformance, tasks: int, rounds: int)
         for _ in range(rounds):
             task = await manager.register(SLOW.format(t=10), inputs, "out.mp4")
             await manager.submit(task.id)
-            running = await kit._running(task.id)
-            pid = _pid_of(running)
+            running = await kit.wait_running(task.id)
+            pid = worker_pid(running)
             start = time.perf_counter()
             done = await manager.cancel(task.id)
             cancels.append(time.perf_counter() - start)
-            while _ffmpeg_of(pid):
+            while ffmpeg_under(pid):
                 await asyncio.sleep(0.02)
             stops.append(time.perf_counter() - start)
             assert done.status is TaskStatus.CANCELLED, done
@@ -138,11 +138,11 @@ async def measure(setup: EngineSetup, kit: Conformance, tasks: int, rounds: int)
         for _ in range(rounds):
             task = await manager.register(SLOW.format(t=4), inputs, "out.mp4")
             await manager.submit(task.id)
-            running = await kit._running(task.id)
-            victim = _pid_of(running)
+            running = await kit.wait_running(task.id)
+            victim = worker_pid(running)
             os.kill(victim, signal.SIGKILL)
             killed = time.perf_counter()
-            final = await kit._finished(task.id, timeout=600)
+            final = await kit.wait_finished(task.id, timeout=600)
             recoveries.append(time.perf_counter() - killed)
             assert final.status is TaskStatus.COMPLETED, final
             await workers.spawn()

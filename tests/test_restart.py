@@ -28,9 +28,10 @@ from ffmpeg_tasks import (
     TaskStatus,
 )
 from ffmpeg_tasks.backends import SaqBackend, job_key
+from ffmpeg_tasks.testing.conformance import descendants
 
 from .servers import MediaServer
-from .worker_proc import descendants, spawn_helper, stop, wait_all_gone
+from .worker_proc import spawn_helper, stop, wait_all_gone
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SLOW = "-re -i in.mp4 -t 6 -c:v libx264 -preset ultrafast -an out.mp4"

@@ -32,9 +32,10 @@ from ffmpeg_tasks import (
 from ffmpeg_tasks.backends import SaqBackend, job_key
 from ffmpeg_tasks.backends.saq_worker import MANAGER_KEY, add_worker_parser, run_task, worker_main
 from ffmpeg_tasks.store import RedisTaskStore
+from ffmpeg_tasks.testing.conformance import descendants
 
 from .servers import MediaServer, MotoS3Server
-from .worker_proc import descendants, spawn_helper, stop
+from .worker_proc import spawn_helper, stop
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

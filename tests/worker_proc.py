@@ -5,7 +5,8 @@
     python -m tests.worker_proc execute --store /tmp/tasks.db --task-id ID --storage-dir D
 
 Stops cleanly on SIGTERM.  The tests kill it with SIGKILL to play a crashed host.
-The functions above ``main`` are for the tests: spawn the helper, find descendants.
+The functions above ``main`` are for the tests: spawn the helper, wait for pids to end
+(the process tree: ``ffmpeg_tasks.testing.conformance.descendants``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -63,27 +63,6 @@ def _stat(pid: int) -> tuple[str, int] | None:
         return None
     rest = text[text.rindex(")") + 2 :].split()
     return rest[0], int(rest[1])
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Live descendants of ``pid``: {pid: command line}."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None:
-                children.setdefault(st[1], []).append(int(entry))
-    found: dict[int, str] = {}
-    stack = list(children.get(pid, []))
-    while stack:
-        child = stack.pop()
-        try:
-            cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        found[child] = cmd
-        stack.extend(children.get(child, []))
-    return found
 
 
 def alive(pid: int) -> bool:

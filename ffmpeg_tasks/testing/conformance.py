@@ -47,7 +47,15 @@ from ..models import Phase, Task, TaskStatus
 from ..storage.local import LocalStorage
 from ..store.base import TaskStore
 
-__all__ = ["CHECKS", "Conformance", "EngineSetup", "WorkerProcesses"]
+__all__ = [
+    "CHECKS",
+    "Conformance",
+    "EngineSetup",
+    "WorkerProcesses",
+    "descendants",
+    "ffmpeg_under",
+    "worker_pid",
+]
 
 #: ``-re`` reads the input at its native rate, so a task is reliably mid-run for seconds.
 SLOW = "-re -i in.mp4 -t {t} -c:v libx264 -preset ultrafast -an out.mp4"
@@ -144,7 +152,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait(5)
 
 
-def _children(pid: int) -> dict[int, str]:
+def descendants(pid: int) -> dict[int, str]:
     """Live descendants of ``pid`` with their command lines (``/proc``)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -169,17 +177,18 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
-def _ffmpeg_of(pid: int) -> list[int]:
+def ffmpeg_under(pid: int) -> list[int]:
     """Descendants of ``pid`` whose program is ffmpeg or bwrap."""
     found = []
-    for child, cmd in _children(pid).items():
+    for child, cmd in descendants(pid).items():
         program = os.path.basename(cmd.split(" ", 1)[0])
         if program in ("ffmpeg", "bwrap") or program.startswith("ffmpeg-"):  # imageio's
             found.append(child)
     return found
 
 
-def _pid_of(task: Task) -> int:
+def worker_pid(task: Task) -> int:
+    """The pid in a task's worker id (``host:pid:…``)."""
     assert task.worker is not None, f"task {task.id} has no worker"
     return int(task.worker.split(":")[1])
 
@@ -233,7 +242,8 @@ class Conformance(AsyncResource):
                 raise AssertionError(f"{self.setup.name}: task never {what}; it is {task!r}")
             await asyncio.sleep(0.1)
 
-    async def _running(self, task_id: str, timeout: float = 60.0) -> Task:
+    async def wait_running(self, task_id: str, timeout: float = 60.0) -> Task:
+        """The task once a worker runs its ffmpeg step (phase ``processing``)."""
         return await self._until(
             task_id,
             "ran ffmpeg",
@@ -241,7 +251,8 @@ class Conformance(AsyncResource):
             timeout,
         )
 
-    async def _finished(self, task_id: str, timeout: float = 90.0) -> Task:
+    async def wait_finished(self, task_id: str, timeout: float = 90.0) -> Task:
+        """The task once it has ended."""
         return await self._until(task_id, "finished", lambda t: t.status.is_terminal, timeout)
 
     def _assert(self, ok: bool, message: str, workers: WorkerProcesses) -> None:
@@ -268,7 +279,7 @@ class Conformance(AsyncResource):
 
         async def check(workers: WorkerProcesses) -> None:
             task = await self._submit(1)
-            final = await self._finished(task.id)
+            final = await self.wait_finished(task.id)
             self._assert(final.status is TaskStatus.COMPLETED, f"ended {final!r}", workers)
             self._assert(final.attempts.get("run") == 1, f"ran {final.attempts}", workers)
             engine = engine_name(self.backend)
@@ -283,7 +294,7 @@ class Conformance(AsyncResource):
         async def check(workers: WorkerProcesses) -> None:
             task = await self._submit(3)
             await self.backend.enqueue(task)
-            final = await self._finished(task.id)
+            final = await self.wait_finished(task.id)
             self._assert(final.status is TaskStatus.COMPLETED, f"ended {final!r}", workers)
             await asyncio.sleep(3)  # a duplicate would have started by now
             again = await self.manager.status(task.id)
@@ -316,19 +327,19 @@ class Conformance(AsyncResource):
 
         async def check(workers: WorkerProcesses) -> None:
             task = await self._submit(10)
-            running = await self._running(task.id)
-            pid = _pid_of(running)
+            running = await self.wait_running(task.id)
+            pid = worker_pid(running)
             until = time.monotonic() + 15  # the phase is written just before ffmpeg starts
-            while not _ffmpeg_of(pid) and time.monotonic() < until:  # noqa: ASYNC110
+            while not ffmpeg_under(pid) and time.monotonic() < until:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            self._assert(bool(_ffmpeg_of(pid)), "no ffmpeg under the worker", workers)
+            self._assert(bool(ffmpeg_under(pid)), "no ffmpeg under the worker", workers)
             started = time.monotonic()
             done = await self.manager.cancel(task.id)
             self._assert(done.status is TaskStatus.CANCELLED, f"ended {done!r}", workers)
             until = time.monotonic() + 15
-            while _ffmpeg_of(pid) and time.monotonic() < until:  # noqa: ASYNC110 (polls /proc)
+            while ffmpeg_under(pid) and time.monotonic() < until:  # noqa: ASYNC110 (polls /proc)
                 await asyncio.sleep(0.1)
-            self._assert(not _ffmpeg_of(pid), "ffmpeg still runs after the cancel", workers)
+            self._assert(not ffmpeg_under(pid), "ffmpeg still runs after the cancel", workers)
             self._assert(time.monotonic() - started < 30, "the cancel took over 30 s", workers)
 
         await self._with_workers(1, check)
@@ -338,12 +349,12 @@ class Conformance(AsyncResource):
 
         async def check(workers: WorkerProcesses) -> None:
             task = await self._submit(4)
-            running = await self._running(task.id)
-            victim = _pid_of(running)
+            running = await self.wait_running(task.id)
+            victim = worker_pid(running)
             os.kill(victim, signal.SIGKILL)
-            final = await self._finished(task.id, timeout=120)
+            final = await self.wait_finished(task.id, timeout=120)
             self._assert(final.status is TaskStatus.COMPLETED, f"ended {final!r}", workers)
-            self._assert(_pid_of(final) != victim, "completed by the killed worker?", workers)
+            self._assert(worker_pid(final) != victim, "completed by the killed worker?", workers)
             self._assert(final.attempts.get("run") == 2, f"ran {final.attempts}", workers)
             self._assert(self._stored(final) == ["out.mp4"], "outputs differ", workers)
 
@@ -354,15 +365,15 @@ class Conformance(AsyncResource):
 
         async def check(workers: WorkerProcesses) -> None:
             task = await self._submit(8)
-            running = await self._running(task.id)
-            first = _pid_of(running)
+            running = await self.wait_running(task.id)
+            first = worker_pid(running)
             target = next((p for p in workers.procs if p.pid == first), None)
             self._assert(target is not None, f"task ran on {running.worker}, no worker", workers)
             assert target is not None
             target.send_signal(signal.SIGTERM)
-            final = await self._finished(task.id, timeout=120)
+            final = await self.wait_finished(task.id, timeout=120)
             self._assert(final.status is TaskStatus.COMPLETED, f"ended {final!r}", workers)
-            self._assert(_pid_of(final) != first, "the stopping worker finished it", workers)
+            self._assert(worker_pid(final) != first, "the stopping worker finished it", workers)
             self._assert(final.attempts.get("run") == 2, f"ran {final.attempts}", workers)
 
         await self._with_workers(2, check)
