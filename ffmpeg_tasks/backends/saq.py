@@ -329,4 +329,4 @@ class SaqBackend(AsyncResource):
             with contextlib.suppress(Exception):
                 await pubsub.unsubscribe()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis

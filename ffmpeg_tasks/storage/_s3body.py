@@ -24,6 +24,7 @@ from .content_types import is_browser_renderable
 __all__ = [
     "CHUNK",
     "INLINE_BODY",
+    "MAX_PARTS",
     "FileSlice",
     "SourceChanged",
     "digests_of",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+#: Parts S3 allows in one multipart upload.
+MAX_PARTS = 10_000
 
 
 class SourceChanged(Exception):

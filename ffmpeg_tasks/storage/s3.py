@@ -43,7 +43,15 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .._lifecycle import AsyncResource
 from ..errors import ConfigurationError, StorageError
 from . import _s3compat
-from ._s3body import INLINE_BODY, FileSlice, SourceChanged, digests_of, open_small, s3_headers
+from ._s3body import (
+    INLINE_BODY,
+    MAX_PARTS,
+    FileSlice,
+    SourceChanged,
+    digests_of,
+    open_small,
+    s3_headers,
+)
 from .base import StoredFile, UploadProgress
 from .s3_growing import GrowingUpload
 
@@ -53,7 +61,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
-MAX_PARTS = 10_000
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # SigV4 maximum
 MAX_KEY_BYTES = 1024
 

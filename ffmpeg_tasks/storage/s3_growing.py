@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from ..errors import StorageError
 from . import _s3compat
-from ._s3body import s3_headers
+from ._s3body import MAX_PARTS, s3_headers
 from .base import StoredFile, UploadProgress
 
 
@@ -122,23 +122,19 @@ class GrowingUpload:
                 await asyncio.sleep(POLL)
                 size = await loop.run_in_executor(self.storage._hasher, _size, self.path)
                 while size >= (next_part + MARGIN_PARTS) * self.part_size:
-                    if next_part > _MAX_EARLY:
+                    if next_part > MAX_PARTS:
                         return
                     await self._slots.acquire()
                     task = asyncio.create_task(self._early_part(next_part))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                     next_part += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # a cancel (ffmpeg exited) passes through
             log.warning("early upload of %s stopped", self.full_key, exc_info=True)
 
     async def _early_part(self, number: int) -> None:
         try:
             await self._upload_part(number, (number - 1) * self.part_size, self.part_size)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             log.info("early part %d of %s failed (%s); finish() sends it", number, self.key, exc)
         finally:
@@ -193,7 +189,7 @@ class GrowingUpload:
         loop = asyncio.get_running_loop()
         size = await loop.run_in_executor(self.storage._hasher, _size, self.path)
         count = -(-size // self.part_size)
-        if size <= self.storage.multipart_threshold or count > _MAX_EARLY:
+        if size <= self.storage.multipart_threshold or count > MAX_PARTS:
             await self.abort()
             return None
         try:
@@ -269,7 +265,3 @@ class GrowingUpload:
                 await _s3compat.abort(
                     self._client, self.storage.bucket, self.full_key, self.upload_id, []
                 )
-
-
-#: Parts S3 allows in one upload.
-_MAX_EARLY = 10_000
