@@ -10,9 +10,11 @@ last byte.  Everything else is downloaded first; :func:`choose` says why, and
 
 Only a one-step task, an input named once in the argv (as ``-i``'s value) with no input
 option that seeks (``-stream_loop``, ``-sseof``), fetched by a downloader that writes
-front to back (``HttpDownloader``).  If the download restarts from zero (a server
-without ``Range``), what ffmpeg already read cannot be taken back: the run stops and
-the step runs again from the complete file.
+front to back (``HttpDownloader``: the file's size is how far it is complete) or says
+how far its front is complete (``S3Downloader.watching``: parallel ranges into a sparse
+file).  If the download restarts from zero (a server without ``Range``, a retried S3
+fetch), what ffmpeg already read cannot be taken back: the run stops and the step runs
+again from the complete file.
 """
 
 from __future__ import annotations
@@ -50,15 +52,17 @@ FIRST_WINDOW = PROBE_WINDOW
 DOWNLOAD_DIR = ".in"
 
 
-def _sequential(downloader: Downloader, url: str) -> bool:
+def feeding(downloader: Downloader, url: str) -> Downloader | None:
+    """The downloader that fetches ``url`` if it can feed ffmpeg as it goes, else None."""
     from .downloader.http import HttpDownloader
+    from .downloader.s3 import S3Downloader
 
     if isinstance(downloader, DownloaderRouter):
         try:
             downloader = downloader.route(url)
         except Exception:
-            return False
-    return isinstance(downloader, HttpDownloader)
+            return None
+    return downloader if isinstance(downloader, HttpDownloader | S3Downloader) else None
 
 
 def choose(
@@ -77,7 +81,7 @@ def choose(
             reason = "chained steps read it"
         elif ext not in STREAMABLE:
             reason = f".{ext or '?'} may need seeking (moov or index at the end)"
-        elif not _sequential(downloader, url):
+        elif feeding(downloader, url) is None:
             reason = "its downloader does not write front to back"
         else:
             at = [i for i, token in enumerate(argv) if token == name]
@@ -103,6 +107,24 @@ class Feed:
         self.finished = threading.Event()  # the download is complete at ``download``
         self.stop = threading.Event()
         self.fed = 0
+        #: How many leading bytes are complete, where the file's size does not say
+        #: (S3's sparse file); None: its size does.
+        self.limit: int | None = None
+
+    def contiguous(self, n: int) -> None:
+        """The first ``n`` bytes of the download are complete (S3Downloader.watching)."""
+        self.limit = n
+
+    def watch(self, downloader: Downloader, url: str) -> contextlib.AbstractContextManager[Any]:
+        """Around the download of ``url``: where the file's size does not say how far it
+        is complete, have its downloader tell this feed."""
+        from .downloader.s3 import S3Downloader
+
+        source = feeding(downloader, url)
+        if not isinstance(source, S3Downloader):
+            return contextlib.nullcontext()
+        self.limit = 0
+        return source.watching(self.download, self.contiguous)
 
     def make(self) -> None:
         """Create the FIFO and the download dir (blocking)."""
@@ -123,9 +145,10 @@ class Feed:
         if self.finished.is_set():
             return True
         try:
-            return self.part.stat().st_size >= FIRST_WINDOW
+            size = self.part.stat().st_size
         except FileNotFoundError:
             return False
+        return min(size, self.limit if self.limit is not None else size) >= FIRST_WINDOW
 
     def check_window(self, name: str) -> None:
         """Sniff the first window like any downloaded input (blocking)."""
@@ -190,7 +213,10 @@ class Feed:
     def _copy(self, src: int, out: int) -> None:
         while not self.stop.is_set():
             finished = self.finished.is_set()  # read before the size: no byte is missed
+            limit = self.limit
             size = os.fstat(src).st_size
+            if limit is not None and not finished:
+                size = min(size, limit)
             if size < self.fed:
                 raise FeedRestarted("the download started over")
             if size > self.fed:

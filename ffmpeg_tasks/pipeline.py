@@ -333,10 +333,11 @@ class Run:
         downloads: dict[str, asyncio.Future[int]] = {}
         for name, url in self.task.input_files.items():
             feed = feeds.get(name)
-            dest = feed.download if feed is not None else self.work / name
-            downloads[name] = asyncio.ensure_future(self._download(name, url, dest))
-            if feed is not None:
-                feed.follow(downloads[name])
+            if feed is None:
+                downloads[name] = asyncio.ensure_future(self._download(name, url))
+                continue
+            downloads[name] = asyncio.ensure_future(self._feed_download(name, url, feed))
+            feed.follow(downloads[name])
         step: asyncio.Future[None] | None = None
         feeders: list[asyncio.Future[None]] = []
         try:
@@ -374,6 +375,10 @@ class Run:
             await self._step(executor, plan, 0, dump, deadline)
         finally:
             await self._stop_streams(step, feeders, feeds, downloads)
+
+    async def _feed_download(self, name: str, url: str, feed: Feed) -> int:
+        with feed.watch(self.ctx.downloader, url):
+            return await self._download(name, url, feed.download)
 
     @staticmethod
     async def _stop_streams(

@@ -11,6 +11,8 @@ except what the chosen ``mode`` changes:
   ``NoSuchUpload`` an upstream gives to AbortMultipartUpload after completion.
 - ``hold_complete``: a forwarded Complete's answer waits until ``release`` is set
   (``complete_forwarded`` is set first), so a test can cancel after S3 completed.
+- ``slow_front``: a ranged GET from byte 0 is answered that many seconds late, so the
+  ranges after it land first.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ProviderProxy(ThreadedAiohttpServer):
         self.mode: str | None = None
         self.abort_answer: str | None = None
         self.hold_complete = False
+        self.slow_front = 0.0
         self.complete_forwarded = threading.Event()
         self.release = threading.Event()
         self.rejected: list[tuple[str, str]] = []
@@ -58,6 +61,7 @@ class ProviderProxy(ThreadedAiohttpServer):
     def reset(self) -> None:
         self.mode = self.abort_answer = None
         self.hold_complete = False
+        self.slow_front = 0.0
         self.complete_forwarded.clear()
         self.release.clear()
         self.rejected.clear()
@@ -88,6 +92,8 @@ class ProviderProxy(ThreadedAiohttpServer):
         if self.mode == "swift" and completing and b"<ChecksumCRC32>" in body:
             self.rejected.append((request.method, query))
             return _error(400, "MalformedXML", "The XML you provided was not well-formed")
+        if request.method == "GET" and request.headers.get("Range", "").startswith("bytes=0-"):
+            await asyncio.sleep(self.slow_front)
         status, headers, payload = await self._forward(request, body)
         aborting = request.method == "DELETE" and "uploadId" in request.query
         if aborting and self.abort_answer is not None and b"NoSuchUpload" in payload:
@@ -114,9 +120,10 @@ class ProviderProxy(ThreadedAiohttpServer):
             kwargs["data"] = body
         async with self._http.request(request.method, url, **kwargs) as resp:
             payload = await resp.read()
+            keep_length = request.method == "HEAD"  # the object's size, with no body
             out = {
                 k: v
                 for k, v in resp.headers.items()
-                if k.lower() not in _HOP and k.lower() != "content-length"
+                if k.lower() not in _HOP and (keep_length or k.lower() != "content-length")
             }
             return resp.status, out, payload

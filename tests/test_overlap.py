@@ -8,19 +8,24 @@ that starts over) leave no work dir and no ffmpeg behind.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from ffmpeg_tasks import Event, EventType, TaskStatus
+from ffmpeg_tasks import Event, EventType, S3Downloader, TaskStatus
 
 from .conftest import Route
 from .helpers import leftovers, make_manager
+from .s3_proxy import ProviderProxy
 from .servers import MediaServer
 
 REMUX = "-i in.ts -c copy out.mkv"
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -151,4 +156,71 @@ async def test_a_download_that_starts_over_reruns_ffmpeg_on_the_whole_file(
     assert task.status is TaskStatus.COMPLETED, task.error
     assert calls == 2
     assert task.metadata["out.mkv"]["duration"] == pytest.approx(10, abs=0.5)
+    assert not leftovers(tmp_path)
+
+
+async def test_an_s3_download_reports_only_complete_front_bytes(
+    tmp_path: Path, s3_server: Any, s3_bucket: str, s3_client: Any
+) -> None:
+    data = os.urandom(5 * MiB + 12345)
+    s3_client.put_object(Bucket=s3_bucket, Key="in/big.bin", Body=data)
+    dest = tmp_path / "big.bin"
+    part = dest.with_name("big.bin.part")
+    marks: list[int] = []
+
+    def contiguous(n: int) -> None:
+        marks.append(n)
+        if n:  # what is reported complete is the object's bytes, never a sparse hole
+            with open(part, "rb") as f:
+                assert f.read(n) == data[:n]
+
+    async with S3Downloader(
+        [s3_bucket], endpoint_url=s3_server.endpoint_url, region="us-east-1",
+        part_size=1 * MiB, concurrency=3,
+    ) as dl:  # fmt: skip
+        with dl.watching(dest, contiguous):
+            await dl.fetch(f"s3://{s3_bucket}/in/big.bin", dest)
+        await dl.fetch(f"s3://{s3_bucket}/in/big.bin", tmp_path / "unwatched")
+    assert marks[0] == 0 and marks[-1] == len(data)
+    assert marks == sorted(marks)
+    assert len(marks) > 6  # reported as ranges land, not once at the end
+    assert not dl._watchers
+
+
+@pytest.fixture
+def slow_front(s3_server: Any) -> Iterator[ProviderProxy]:
+    """A proxy to the S3 server that answers the first range of an object late."""
+    proxy = ProviderProxy(s3_server.endpoint_url)
+    proxy.start()
+    proxy.slow_front = 1.0
+    yield proxy
+    proxy.stop()
+
+
+async def test_ffmpeg_reads_an_s3_input_while_its_ranges_arrive(
+    tmp_path: Path, ts_file: Path, ffmpeg_bin: str, slow_front: ProviderProxy, s3_bucket: str,
+    s3_client: Any,
+) -> None:  # fmt: skip
+    s3_client.upload_file(str(ts_file), s3_bucket, "in/clip.ts")
+    url = f"s3://{s3_bucket}/in/clip.ts"
+    command = "-i in.ts -map 0 -c copy -f mpegts out.ts"
+    dl = S3Downloader(
+        [s3_bucket], endpoint_url=slow_front.base_url, region="us-east-1",
+        part_size=1 * MiB, concurrency=3,
+    )  # fmt: skip
+    async with make_manager(tmp_path, downloader={"s3": dl}, overlap_inputs=True) as manager:
+        plan = await manager.plan(command, {"in.ts": url}, "out.ts")
+        assert "in.ts: ffmpeg reads it while it downloads" in plan.notes
+        task = await manager.run(command, {"in.ts": url}, "out.ts")
+    assert task.status is TaskStatus.COMPLETED, task.error
+    local = tmp_path / "local.ts"
+    subprocess.run(
+        [ffmpeg_bin, "-nostdin", "-loglevel", "error", "-i", str(ts_file),
+         *command.split()[2:-1], str(local)],
+        check=True,
+    )  # fmt: skip
+    (stored,) = (tmp_path / "out").rglob("out.ts")
+    # The later ranges landed first (a sparse file of full size): ffmpeg was fed only the
+    # complete front, in order, with no hole and no repeat.
+    assert stored.read_bytes() == local.read_bytes()
     assert not leftovers(tmp_path)

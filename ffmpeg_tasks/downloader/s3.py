@@ -12,16 +12,19 @@ A fetch asks for the object's size and ETag (HEAD), refuses it if larger than th
 then reads it with parallel ranged GETs (``part_size``, ``concurrency``) pinned to that
 ETag (``If-Match``: an object replaced mid-download fails cleanly), writing each range
 at its offset from a thread.  A range that fails transiently (throttling, 5xx, a broken
-connection) is retried from where it stopped.
+connection) is retried from where it stopped.  Ranges start in order, so the object's
+front is complete early: :meth:`S3Downloader.watching` reports how far (input overlap
+feeds ffmpeg up to there while the rest arrives).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,7 @@ class S3Downloader(AsyncResource):
         # The client is S3Storage's: the same options, the same one-client-per-life rules.
         self._client_holder = client_from or S3Storage("ffmpeg-tasks-inputs", **client_options)
         self._owns_client = client_from is None
+        self._watchers: dict[Path, Callable[[int], None]] = {}
 
     def __repr__(self) -> str:
         entries = ["/".join(e).rstrip("/") if e[1] else e[0] for e in self.allowed]
@@ -105,6 +109,16 @@ class S3Downloader(AsyncResource):
         return bucket, key
 
     # -- fetching -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watching(self, dest: Path, contiguous: Callable[[int], None]) -> Iterator[None]:
+        """While inside, fetches to ``dest`` call ``contiguous(n)`` whenever the first
+        ``n`` bytes of the file are complete (from 0 again if a fetch starts over)."""
+        self._watchers[Path(dest)] = contiguous
+        try:
+            yield
+        finally:
+            self._watchers.pop(Path(dest), None)
 
     async def warm_up(self) -> None:
         """Create the S3 client now (botocore loads its model in a thread)."""
@@ -174,8 +188,12 @@ class S3Downloader(AsyncResource):
             )
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
+        watch = self._watchers.get(dest)
+        if watch is not None:
+            watch(0)  # before the sparse file exists: none of its bytes are there yet
         fd = await asyncio.to_thread(_open_for_write, url, part, size)
         fetch = _Ranges(self, client, url, bucket, key, etag, fd, size, progress)
+        fetch.watch = watch
         try:
             await fetch.run()
             await asyncio.to_thread(os.replace, part, dest)
@@ -211,6 +229,10 @@ class _Ranges:
         self.bucket, self.key, self.etag = bucket, key, etag
         self.fd, self.size, self.progress = fd, size, progress
         self.done = 0
+        #: Told how many leading bytes are complete (``S3Downloader.watching``).
+        self.watch: Callable[[int], None] | None = None
+        self._cursors: dict[int, list[int]] = {}  # range start → its write position
+        self._front = 0  # start of the first range not yet complete
 
     async def run(self) -> None:
         if self.size == 0:
@@ -227,6 +249,7 @@ class _Ranges:
     async def _range(self, start: int, end: int) -> None:
         """Bytes ``[start, end)``, retried from where a transient failure stopped them."""
         cursor = [start]  # advanced by each write, so a retry resumes there
+        self._cursors[start] = cursor
         for attempt in range(1, self.owner.range_attempts + 1):
             try:
                 await self._read(cursor, end)
@@ -273,8 +296,23 @@ class _Ranges:
         await asyncio.to_thread(_pwrite_all, self.url, self.fd, data, cursor[0])
         cursor[0] += len(data)
         self.done += len(data)
+        if self.watch is not None:
+            self.watch(self._contiguous())
         if self.progress is not None:
             self.progress(self.done, self.size)
+
+    def _contiguous(self) -> int:
+        """How many leading bytes are written: complete ranges, then the next one's part
+        (each range is written front to back)."""
+        step = self.owner.part_size
+        while self._front < self.size:
+            cursor = self._cursors.get(self._front)
+            end = min(self._front + step, self.size)
+            if cursor is None or cursor[0] < end:
+                return self._front if cursor is None else cursor[0]
+            del self._cursors[self._front]
+            self._front = end
+        return self.size
 
 
 # -- helpers ------------------------------------------------------------------------------
