@@ -13,7 +13,7 @@ Measured in one run, rounds alternating (each figure a median):
   of the output go up while ffmpeg writes it), and with both: wall from ``run()`` to
   COMPLETED, the manager and its S3 client made before the clock starts;
 - ``ffmpeg_tasks`` S3 → S3 (``S3Downloader``, parallel ranged GETs), in turn and with
-  output overlap;
+  both overlaps;
 - the shell: ``aws s3 cp`` down, ``ffmpeg``, ``aws s3 cp`` up (awscli in a private venv).
 
 ``--link-mbps N`` caps the file server's sends, and S3's sends and receives, at N Mbit/s
@@ -80,7 +80,7 @@ TASKS = {
     "ffmpeg_tasks HTTP → S3, output overlap": ("http", False, True),
     "ffmpeg_tasks HTTP → S3, both overlaps": ("http", True, True),
     "ffmpeg_tasks S3 → S3, phases in turn": ("s3", False, False),
-    "ffmpeg_tasks S3 → S3, output overlap": ("s3", False, True),
+    "ffmpeg_tasks S3 → S3, both overlaps": ("s3", True, True),
 }
 CPU_COLUMNS = ("host", "file server", "S3 server", "rest", "machine")
 
