@@ -9,7 +9,7 @@ last byte.  Everything else is downloaded first; :func:`choose` says why, and
 ``TaskManager.plan()`` shows it.
 
 Only a one-step task, an input named once in the argv (as ``-i``'s value) with no input
-option that seeks (``-stream_loop``, ``-sseof``), fetched by a downloader that writes
+option that seeks (``-ss``, ``-stream_loop``, ``-sseof``), fetched by a downloader that writes
 front to back (``HttpDownloader``: the file's size is how far it is complete) or says
 how far its front is complete (``S3Downloader.watching``: parallel ranges into a sparse
 file).  If the download restarts from zero (a server without ``Range``, a retried S3
@@ -44,7 +44,9 @@ STREAMABLE = frozenset(
      "flac", "ogg", "oga", "opus", "nut", "y4m"}
 )  # fmt: skip
 
-_SEEKING_OPTIONS = frozenset({"-stream_loop", "-sseof"})
+#: Input options that seek in the input (on a FIFO, ``-ss`` with ``-c copy`` would copy
+#: from the start: ffmpeg 5.1 only warns "could not seek").
+_SEEKING_OPTIONS = frozenset({"-stream_loop", "-sseof", "-ss"})
 
 #: Bytes of an input that must be on disk (and sniffed) before ffmpeg starts.
 FIRST_WINDOW = PROBE_WINDOW

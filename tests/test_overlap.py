@@ -97,6 +97,12 @@ async def test_the_plan_says_why_an_input_is_downloaded_first(
             "-stream_loop 2 -i in.ts -c copy out.mkv", {"in.ts": url}, "out.mkv"
         )
         assert any("seeks" in n for n in looped.notes)
+        # -ss before -i seeks the input; on a FIFO ffmpeg cannot, and -c copy would then
+        # copy from the start (seen with ffmpeg 5.1): such an input is downloaded first.
+        clipped = await manager.plan("-ss 5 -i in.ts -c copy out.mkv", {"in.ts": url}, "out.mkv")
+        assert any("seeks" in n for n in clipped.notes)
+        after = await manager.plan("-i in.ts -ss 5 -c copy out.mkv", {"in.ts": url}, "out.mkv")
+        assert "in.ts: ffmpeg reads it while it downloads" in after.notes
     async with make_manager(tmp_path) as manager:  # off by default
         off = await manager.plan(REMUX, {"in.ts": url}, "out.mkv")
         assert any("overlap is off" in n for n in off.notes)
