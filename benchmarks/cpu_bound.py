@@ -17,8 +17,10 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -135,4 +137,6 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--link-mbps", type=int, default=0, help="cap each link (needs root)")
     parser.add_argument("--s3", choices=("moto", "seaweedfs"), default="moto")
+    # SIGTERM ends the run like Ctrl-C: the servers stop and lo is unshaped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main(parser.parse_args()))

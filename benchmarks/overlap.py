@@ -29,6 +29,7 @@ import asyncio
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -260,4 +261,6 @@ if __name__ == "__main__":
     parser.add_argument("--link-mbps", type=int, default=0, help="cap each link (needs root)")
     parser.add_argument("--s3", choices=("moto", "seaweedfs"), default="moto")
     parser.add_argument("--no-shell", dest="shell", action="store_false", help="skip aws s3 cp")
+    # SIGTERM ends the run like Ctrl-C: the servers stop and lo is unshaped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main(parser.parse_args()))

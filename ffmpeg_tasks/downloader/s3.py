@@ -39,6 +39,8 @@ __all__ = ["S3Downloader"]
 
 MiB = 1024 * 1024
 _BUFFER = 1 * MiB  # bytes gathered before one write in a thread
+#: Range size while ffmpeg reads the object as it arrives (input overlap).
+WATCHED_PART_SIZE = 4 * MiB
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _BAD_KEY = re.compile(r"[\x00-\x1f\x7f\\%]")
 _TRANSIENT = frozenset(
@@ -193,7 +195,11 @@ class S3Downloader(AsyncResource):
             watch(0)  # before the sparse file exists: none of its bytes are there yet
         fd = await asyncio.to_thread(_open_for_write, url, part, size)
         fetch = _Ranges(self, client, url, bucket, key, etag, fd, size, progress)
-        fetch.watch = watch
+        if watch is not None:
+            # ffmpeg reads the front while the rest arrives: smaller ranges keep less of
+            # the object waiting behind the first incomplete one when the last bytes land.
+            fetch.step = min(self.part_size, WATCHED_PART_SIZE)
+            fetch.watch = watch
         try:
             await fetch.run()
             await asyncio.to_thread(os.replace, part, dest)
@@ -229,6 +235,7 @@ class _Ranges:
         self.bucket, self.key, self.etag = bucket, key, etag
         self.fd, self.size, self.progress = fd, size, progress
         self.done = 0
+        self.step = owner.part_size
         #: Told how many leading bytes are complete (``S3Downloader.watching``).
         self.watch: Callable[[int], None] | None = None
         self._cursors: dict[int, list[int]] = {}  # range start → its write position
@@ -237,7 +244,7 @@ class _Ranges:
     async def run(self) -> None:
         if self.size == 0:
             return
-        step = self.owner.part_size
+        step = self.step
         slots = asyncio.Semaphore(self.owner.concurrency)
 
         async def one(start: int) -> None:
@@ -304,7 +311,7 @@ class _Ranges:
     def _contiguous(self) -> int:
         """How many leading bytes are written: complete ranges, then the next one's part
         (each range is written front to back)."""
-        step = self.owner.part_size
+        step = self.step
         while self._front < self.size:
             cursor = self._cursors.get(self._front)
             end = min(self._front + step, self.size)

@@ -85,6 +85,10 @@ def _crc(data: bytes) -> int:
     return zlib.crc32(data)
 
 
+def _read_crc(path: Path, offset: int, length: int) -> int:
+    return zlib.crc32(_read(path, offset, length))
+
+
 def _b64(crc: int) -> str:
     return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
 
@@ -238,9 +242,9 @@ class GrowingUpload:
         sent = self.parts.get(number)
         if sent is None or sent[2] != length:
             return False
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.storage._hasher, _read, self.path, offset, length)
-        crc = await loop.run_in_executor(self.storage._hasher, _crc, data)
+        # Every early part is read again here, all at once after ffmpeg exits: in the
+        # default executor's threads (pread and crc32 release the GIL), not the one hasher.
+        crc = await asyncio.to_thread(_read_crc, self.path, offset, length)
         if crc != sent[1]:
             log.debug("part %d of %s changed after its early upload", number, self.key)
             return False
