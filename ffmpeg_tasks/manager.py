@@ -98,8 +98,8 @@ class TaskManager(AsyncResource):
         on_interrupted: Literal["fail", "requeue"] = "fail",
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
-        overlap_inputs: bool = False,
-        overlap_outputs: bool = False,
+        overlap_inputs: bool = True,
+        overlap_outputs: bool = True,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._storage = storage
@@ -123,7 +123,8 @@ class TaskManager(AsyncResource):
             retention = retention.total_seconds()
         self.retention = retention
         self.on_interrupted = on_interrupted
-        #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download.
+        #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download
+        #: (``plan()`` says which; off: every input is whole before ffmpeg starts).
         self.overlap_inputs = overlap_inputs
         #: Outputs are uploaded while ffmpeg writes them, where the storage can.
         self.overlap_outputs = overlap_outputs

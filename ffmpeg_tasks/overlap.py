@@ -78,7 +78,7 @@ def choose(
         ext = extension(name)
         reason: str | None = None
         if not enabled:
-            reason = "input overlap is off: TaskManager(overlap_inputs=True)"
+            reason = "input overlap is off: TaskManager(overlap_inputs=False)"
         elif len(plan.steps) != 1:
             reason = "chained steps read it"
         elif ext not in STREAMABLE:
@@ -89,6 +89,9 @@ def choose(
             at = [i for i, token in enumerate(argv) if token == name]
             if len(at) != 1 or at[0] == 0 or argv[at[0] - 1] != "-i":
                 reason = "the command names it more than once, or not as -i"
+            elif any(name in token for i, token in enumerate(argv) if i != at[0]):
+                # e.g. a filter's movie=in.ts: a second reader of the FIFO
+                reason = "another argument names it too (a filter may read it)"
             elif _SEEKING_OPTIONS.intersection(argv[: at[0]]):
                 reason = "an input option seeks in it"
         result[name] = reason

@@ -75,9 +75,9 @@ class RunContext:
     #: Spans and metrics of the run's phases.
     telemetry: Telemetry
     #: Let ffmpeg read streamable inputs while they download (overlap.py).
-    overlap_inputs: bool = False
+    overlap_inputs: bool = True
     #: Upload outputs while ffmpeg writes them, where the storage can (``begin``).
-    overlap_outputs: bool = False
+    overlap_outputs: bool = True
 
 
 @runtime_checkable
