@@ -98,7 +98,7 @@ class TaskManager(AsyncResource):
         on_interrupted: Literal["fail", "requeue"] = "fail",
         ffprobe: str | os.PathLike[str] | bool = True,
         backend: Backend | None = None,
-        overlap_inputs: bool = True,
+        overlap_inputs: bool = False,
         overlap_outputs: bool = True,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -124,7 +124,8 @@ class TaskManager(AsyncResource):
         self.retention = retention
         self.on_interrupted = on_interrupted
         #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download
-        #: (``plan()`` says which; off: every input is whole before ffmpeg starts).
+        #: (``plan()`` says which).  Off by default: read from a FIFO, some containers
+        #: report no duration (no progress percent) and tags stored at the end are not read.
         self.overlap_inputs = overlap_inputs
         #: Outputs are uploaded while ffmpeg writes them, where the storage can.
         self.overlap_outputs = overlap_outputs

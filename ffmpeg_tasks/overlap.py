@@ -78,7 +78,7 @@ def choose(
         ext = extension(name)
         reason: str | None = None
         if not enabled:
-            reason = "input overlap is off: TaskManager(overlap_inputs=False)"
+            reason = "input overlap is off: TaskManager(overlap_inputs=True)"
         elif len(plan.steps) != 1:
             reason = "chained steps read it"
         elif ext not in STREAMABLE:
@@ -90,7 +90,7 @@ def choose(
             if len(at) != 1 or at[0] == 0 or argv[at[0] - 1] != "-i":
                 reason = "the command names it more than once, or not as -i"
             elif any(name in token for i, token in enumerate(argv) if i != at[0]):
-                # e.g. a filter's movie=in.ts: a second reader of the FIFO
+                # e.g. subtitles=in.mkv: a filter would be a second reader of the FIFO
                 reason = "another argument names it too (a filter may read it)"
             elif _SEEKING_OPTIONS.intersection(argv[: at[0]]):
                 reason = "an input option seeks in it"
@@ -115,10 +115,41 @@ class Feed:
         #: How many leading bytes are complete, where the file's size does not say
         #: (S3's sparse file); None: its size does.
         self.limit: int | None = None
+        #: The reported front went back: a new attempt writes a new file (sticky, as the
+        #: feeder may not look while the front climbs again).
+        self.restarted = False
 
     def contiguous(self, n: int) -> None:
         """The first ``n`` bytes of the download are complete (S3Downloader.watching)."""
+        if self.limit is not None and n < self.limit:
+            self.restarted = True
         self.limit = n
+
+    def start(self) -> asyncio.Future[None]:
+        """:meth:`run` in a thread of its own (it waits for ffmpeg to open the FIFO:
+        in a shared pool, feeders of tasks waiting for ffmpeg could hold every thread)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def target() -> None:
+            error: BaseException | None = None
+            try:
+                self.run()
+            except BaseException as exc:  # handed to the loop, raised there
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=target, name=f"feed {self.fifo.name}", daemon=True).start()
+        return done
 
     def watch(self, downloader: Downloader, url: str) -> contextlib.AbstractContextManager[Any]:
         """Around the download of ``url``: where the file's size does not say how far it
@@ -217,6 +248,8 @@ class Feed:
 
     def _copy(self, src: int, out: int) -> None:
         while not self.stop.is_set():
+            if self.restarted:
+                raise FeedRestarted("the download started over")
             finished = self.finished.is_set()  # read before the size: no byte is missed
             limit = self.limit
             size = os.fstat(src).st_size

@@ -75,7 +75,7 @@ class RunContext:
     #: Spans and metrics of the run's phases.
     telemetry: Telemetry
     #: Let ffmpeg read streamable inputs while they download (overlap.py).
-    overlap_inputs: bool = True
+    overlap_inputs: bool = False
     #: Upload outputs while ffmpeg writes them, where the storage can (``begin``).
     overlap_outputs: bool = True
 
@@ -353,7 +353,7 @@ class Run:
                         await wait_window(feed, download)
                         await asyncio.to_thread(feed.check_window, name)
             await self._start_processing()
-            feeders = [asyncio.ensure_future(asyncio.to_thread(f.run)) for f in feeds.values()]
+            feeders = [f.start() for f in feeds.values()]
             step = asyncio.ensure_future(self._step(executor, plan, 0, dump, deadline))
             pending: set[asyncio.Future[Any]] = {step, *feeders}
             pending.update(downloads[name] for name in feeds)

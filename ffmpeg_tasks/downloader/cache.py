@@ -202,34 +202,55 @@ class DownloadCache:
         """Write a committed entry's index record: from now on :meth:`lookup` finds it.
         True if it is already on disk for good (fsync'd here where there is no boot id);
         else it is trusted in this boot only until :meth:`sync`."""
-        synced = boot_id() is None
+        synced = boot_id() is None and self.durable
+        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if synced:
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         if synced:
-            _fsync(entry.path)
             _fsync(entry.path.parent)
-        self._write_record(url, validator, entry, synced=synced)
+        self._write_record(url, validator, entry.size, st.st_mtime_ns, synced=synced)
         return synced
 
     def sync(self, url: str, validator: Validator, entry: CacheEntry) -> None:
         """fsync a settled entry and mark its record synced, if it is still the URL's
-        newest version: it then outlives a reboot.  An entry evicted meanwhile is skipped."""
+        newest version: it then outlives a reboot.  An entry evicted meanwhile is skipped;
+        one whose fsync fails (its data may not be on disk) is dropped, then raised."""
         try:
-            _fsync(entry.path)
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return
+        try:
+            os.fsync(fd)
+            st = os.fstat(fd)
+        except OSError:
+            self._drop(url, validator, entry)
+            raise
+        finally:
+            os.close(fd)
         _fsync(entry.path.parent)
         known = self.lookup(url)
         if known is not None and known.validator == validator:
             # Another process may write a newer record between the lookup and the
             # rename; it is then fetched again once (a 200 to the conditional GET).
-            self._write_record(url, validator, entry, synced=True)
+            self._write_record(url, validator, entry.size, st.st_mtime_ns, synced=True)
+
+    def _drop(self, url: str, validator: Validator, entry: CacheEntry) -> None:
+        known = self.lookup(url)
+        if known is not None and known.validator == validator:
+            self._index(url).unlink(missing_ok=True)
+        entry.path.unlink(missing_ok=True)
 
     def _write_record(
-        self, url: str, validator: Validator, entry: CacheEntry, *, synced: bool
+        self, url: str, validator: Validator, size: int, mtime_ns: int, *, synced: bool
     ) -> None:
         record = {
             "validator": attrs.asdict(validator),
-            "size": entry.size,
-            "mtime_ns": entry.path.stat().st_mtime_ns,
+            "size": size,
+            "mtime_ns": mtime_ns,
             "synced": synced,
             "boot": boot_id(),
         }

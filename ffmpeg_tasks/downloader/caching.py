@@ -80,6 +80,7 @@ class CachingDownloader(AsyncResource):
         self._background: set[asyncio.Task[None]] = set()
         #: Deferred fsyncs of new entries (DownloadCache.sync_after); cancelled by aclose.
         self._syncs: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"CachingDownloader({self.inner!r}, {self.cache!r})"
@@ -101,6 +102,7 @@ class CachingDownloader(AsyncResource):
         """Stop the downloads under way, let new entries settle, finish the clean-ups,
         drop the deferred fsyncs (those entries serve until the next reboot), close
         ``inner``."""
+        self._closing = True  # no new deferred fsync from here on
         for job in self._syncs:
             job.cancel()
         for flight in self._flights.values():
@@ -235,7 +237,7 @@ class CachingDownloader(AsyncResource):
         flight.ready.set_result(entry)
         if validator is not None:
             synced = await self._local(flight.url, self.cache.settle, flight.url, validator, entry)
-            if not synced and self.cache.durable:
+            if not synced and self.cache.durable and not self._closing:
                 job = asyncio.create_task(self._sync_later(flight.url, validator, entry))
                 self._syncs.add(job)
                 job.add_done_callback(self._syncs.discard)
@@ -245,8 +247,8 @@ class CachingDownloader(AsyncResource):
         await asyncio.sleep(self.cache.sync_after)
         try:
             await asyncio.to_thread(self.cache.sync, url, validator, entry)
-        except OSError as exc:  # it stays a this-boot-only entry
-            log.warning("download cache: fsync of an entry failed: %s", exc.strerror)
+        except OSError as exc:  # dropped by sync(): fetched again next time
+            log.warning("download cache: fsync of an entry failed (%s); dropped", exc.strerror)
 
     async def _obtain(
         self, target: ConditionalDownloader, flight: _Flight

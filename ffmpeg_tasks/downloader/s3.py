@@ -204,9 +204,11 @@ class S3Downloader(AsyncResource):
             await fetch.run()
             await asyncio.to_thread(os.replace, part, dest)
         except BaseException:
+            await fetch.settle()
             await asyncio.to_thread(part.unlink, missing_ok=True)
             raise
         finally:
+            await fetch.settle()  # a thread still writing must not meet a closed (reused) fd
             await asyncio.to_thread(os.close, fd)
         return size
 
@@ -235,11 +237,23 @@ class _Ranges:
         self.bucket, self.key, self.etag = bucket, key, etag
         self.fd, self.size, self.progress = fd, size, progress
         self.done = 0
+        #: Writes under way in threads: the file is closed only after the last one.
+        self.writes: set[asyncio.Future[None]] = set()
         self.step = owner.part_size
         #: Told how many leading bytes are complete (``S3Downloader.watching``).
         self.watch: Callable[[int], None] | None = None
         self._cursors: dict[int, list[int]] = {}  # range start → its write position
         self._front = 0  # start of the first range not yet complete
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        self.writes.discard(write)
+        if not write.cancelled():
+            write.exception()  # seen: a range's own await raised it, or none was left to
+
+    async def settle(self) -> None:
+        """Wait for the writes of cancelled ranges (their threads run on)."""
+        while self.writes:
+            await asyncio.wait(set(self.writes))
 
     async def run(self) -> None:
         if self.size == 0:
@@ -300,7 +314,12 @@ class _Ranges:
     async def _write(self, data: bytes, cursor: list[int], end: int) -> None:
         if cursor[0] + len(data) > end:
             raise DownloadError(f"{self.url}: more bytes than asked for", url=self.url)
-        await asyncio.to_thread(_pwrite_all, self.url, self.fd, data, cursor[0])
+        write = asyncio.ensure_future(
+            asyncio.to_thread(_pwrite_all, self.url, self.fd, data, cursor[0])
+        )
+        self.writes.add(write)
+        write.add_done_callback(self._written)
+        await asyncio.shield(write)  # a cancel leaves the write running, awaited in close
         cursor[0] += len(data)
         self.done += len(data)
         if self.watch is not None:
