@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from ffmpeg_tasks import Event, EventType, S3Downloader, TaskStatus
+from ffmpeg_tasks.overlap import Feed
 
 from .conftest import Route
 from .helpers import leftovers, make_manager
@@ -234,3 +235,13 @@ async def test_ffmpeg_reads_an_s3_input_while_its_ranges_arrive(
     # complete front, in order, with no hole and no repeat.
     assert stored.read_bytes() == local.read_bytes()
     assert not leftovers(tmp_path)
+
+
+def test_a_front_that_goes_back_marks_the_feed_restarted_for_good(tmp_path: Path) -> None:
+    feed = Feed(tmp_path, "in.ts")
+    feed.contiguous(0)
+    feed.contiguous(4 * MiB)
+    assert not feed.restarted
+    feed.contiguous(0)  # a new attempt: a new file, whatever the front reaches next
+    feed.contiguous(8 * MiB)
+    assert feed.restarted
