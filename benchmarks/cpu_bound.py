@@ -5,7 +5,7 @@
 The W1 job (1080p → 720p libx264 ``veryfast``, audio copied) on a 1080p MP4 made by lavfi
 (index at the end, so it is downloaded before ffmpeg starts). Each round runs, one after
 another: ffmpeg alone on the local file, then ``ffmpeg_tasks`` from the benchmarks' file
-server to moto with the defaults, then with ``overlap_inputs`` and ``overlap_outputs``.
+server to moto with both overlaps off (the phases in turn), then with both on.
 The figure is the median of the per-round ratios (each side ÷ the ffmpeg run of its own
 round), which cancels the machine's drift between rounds. Each manager lives for the whole
 run, as in a service, and runs one untimed task before the first round. Prints Markdown.
@@ -33,7 +33,7 @@ from ffmpeg_tasks import HttpDownloader, LocalExecutor, S3Storage, TaskManager, 
 MiB = 1024 * 1024
 ALONE = "ffmpeg alone, local file"
 VARIANTS = {
-    "ffmpeg_tasks HTTP → S3, defaults": False,
+    "ffmpeg_tasks HTTP → S3, phases in turn": False,
     "ffmpeg_tasks HTTP → S3, both overlaps": True,
 }
 

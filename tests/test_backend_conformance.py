@@ -105,9 +105,12 @@ async def cleanup() -> AsyncIterator[Callable[[str], None]]:
                 await client.delete(*keys)
         await client.aclose()
     async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as conn:
+        # saq creates saq_jobs on first use: on a fresh server it may not exist yet.
+        found = await (await conn.execute("SELECT to_regclass('saq_jobs')")).fetchone()
         for name in names:
-            await conn.execute("DELETE FROM saq_jobs WHERE queue = %s", (name,))
-            await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            if found is not None and found[0] is not None:
+                await conn.execute("DELETE FROM saq_jobs WHERE queue = %s", (name,))
+            await conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_outbox"')
 
 
 @pytest.mark.timeout(300)

@@ -497,7 +497,7 @@ async def test_postgres_keeps_a_pool_it_was_given_and_schema() -> None:
         with pytest.raises(RuntimeError, match="closed"):
             await s.get(task.id)
     finally:
-        await pool.execute(f'DROP TABLE IF EXISTS "{table}"')
+        await pool.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_outbox"')
         await pool.close()
 
 
