@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import threading
@@ -52,6 +53,10 @@ _SEEKING_OPTIONS = frozenset({"-stream_loop", "-sseof", "-ss"})
 FIRST_WINDOW = PROBE_WINDOW
 
 DOWNLOAD_DIR = ".in"
+
+#: The FIFO's buffer (Linux's default is 64 KiB; unprivileged processes may ask up to
+#: /proc/sys/fs/pipe-max-size, 1 MiB): ffmpeg and the feeder wake each other 16x less.
+PIPE_SIZE = 1 << 20
 
 
 def feeding(downloader: Downloader, url: str) -> Downloader | None:
@@ -197,6 +202,15 @@ class Feed:
             os.close(src)
         check_input(name, data)
 
+    def discard(self) -> None:
+        """Delete the download once ffmpeg is done with it (blocking; beside the upload):
+        the kernel drops its dirty pages instead of writing them back.  Never raises:
+        what is left goes with the work dir."""
+        with contextlib.suppress(OSError):
+            for path in (self.download, self.part):
+                path.unlink(missing_ok=True)
+            self.download.parent.rmdir()  # fails while other inputs' downloads are there
+
     def replace_with_download(self) -> None:
         """Fallback: the complete download takes the FIFO's place (blocking)."""
         os.replace(self.download, self.fifo)
@@ -231,6 +245,8 @@ class Feed:
                 time.sleep(0.005)
                 continue
             os.set_blocking(fd, True)
+            with contextlib.suppress(OSError):  # above the user's pipe quota: keep 64 KiB
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             return fd
         return None
 

@@ -252,7 +252,11 @@ class Run:
                 codecs = {s["codec"] for v in metadata.values() for s in v["streams"]}
                 span.set("codecs", sorted(c for c in codecs if c))
 
-        await all_or_nothing([upload(), probe()])
+        async def discard() -> None:  # streamed inputs' downloads, beside the upload
+            for feed in feeds.values():
+                await asyncio.to_thread(feed.discard)
+
+        await all_or_nothing([upload(), probe(), discard()])
         return stored, metadata
 
     async def _start_processing(self) -> None:

@@ -13,6 +13,8 @@ except what the chosen ``mode`` changes:
   (``complete_forwarded`` is set first), so a test can cancel after S3 completed.
 - ``slow_front``: a ranged GET from byte 0 is answered that many seconds late, so the
   ranges after it land first.
+- ``slow_parts``: part number → seconds: the first UploadPart of that number is forwarded
+  that late (once), so a later upload of the same part can overtake it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ProviderProxy(ThreadedAiohttpServer):
         self.abort_answer: str | None = None
         self.hold_complete = False
         self.slow_front = 0.0
+        self.slow_parts: dict[int, float] = {}
         self.complete_forwarded = threading.Event()
         self.release = threading.Event()
         self.rejected: list[tuple[str, str]] = []
@@ -62,6 +65,7 @@ class ProviderProxy(ThreadedAiohttpServer):
         self.mode = self.abort_answer = None
         self.hold_complete = False
         self.slow_front = 0.0
+        self.slow_parts.clear()
         self.complete_forwarded.clear()
         self.release.clear()
         self.rejected.clear()
@@ -94,6 +98,8 @@ class ProviderProxy(ThreadedAiohttpServer):
             return _error(400, "MalformedXML", "The XML you provided was not well-formed")
         if request.method == "GET" and request.headers.get("Range", "").startswith("bytes=0-"):
             await asyncio.sleep(self.slow_front)
+        if request.method == "PUT" and "partNumber" in request.query:
+            await asyncio.sleep(self.slow_parts.pop(int(request.query["partNumber"]), 0.0))
         status, headers, payload = await self._forward(request, body)
         aborting = request.method == "DELETE" and "uploadId" in request.query
         if aborting and self.abort_answer is not None and b"NoSuchUpload" in payload:

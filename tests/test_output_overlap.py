@@ -20,6 +20,7 @@ from ffmpeg_tasks.storage.s3_growing import GrowingUpload
 
 from .conftest import S3Server
 from .helpers import make_manager
+from .s3_proxy import ProviderProxy
 from .servers import MediaServer
 
 pytestmark = pytest.mark.s3_servers
@@ -78,6 +79,47 @@ async def test_parts_go_up_while_the_file_grows_and_rewrites_are_caught(
     assert stored is not None and stored.size == len(data)
     assert stored_bytes(s3_client, s3_bucket, "t/out.mkv") == bytes(data)
     assert not open_uploads(s3_client, s3_bucket)
+
+
+@pytest.mark.s3_servers("moto")
+async def test_a_part_still_in_flight_when_ffmpeg_exits_is_checked_after_it_lands(
+    s3_server: S3Server, s3_bucket: str, s3_client: object, tmp_path: Path
+) -> None:
+    """finish() does not wait for every early part: it waits for each one it checks.  Part
+    2's early upload is slow and its bytes change meanwhile; it must be sent again after
+    the slow one landed, never overtaken by it."""
+    proxy = ProviderProxy(s3_server.endpoint_url)
+    proxy.start()
+    proxy.slow_parts[2] = 2.0
+    data = bytearray(os.urandom(4 * PART + 123))
+    path = tmp_path / "out.ts"
+    try:
+        async with S3Storage(
+            s3_bucket, endpoint_url=proxy.base_url, multipart_threshold=PART, part_size=PART
+        ) as storage:
+            upload = storage.begin(path, "t/out.ts", content_type="video/mp2t")
+            assert isinstance(upload, GrowingUpload)
+            grower = asyncio.create_task(upload.grow())
+            await write_slowly(path, bytes(data))
+            for _ in range(100):
+                if 3 in upload.parts:
+                    break
+                await asyncio.sleep(0.05)
+            assert 3 in upload.parts and 2 not in upload.parts  # part 2 still in flight
+            grower.cancel()
+            data[PART + 7] ^= 0xFF
+            with path.open("r+b") as f:
+                f.seek(PART + 7)
+                f.write(data[PART + 7 : PART + 8])
+            stored = await upload.finish()
+            assert not upload._inflight  # Complete never raced a part still on its way
+    finally:
+        proxy.stop()
+    assert stored is not None and stored.size == len(data)
+    assert stored_bytes(s3_client, s3_bucket, "t/out.ts") == bytes(data)
+    assert not open_uploads(s3_client, s3_bucket)
+    puts = [q for m, _, q in proxy.requests if m == "PUT" and "partNumber=2&" in q + "&"]
+    assert len(puts) == 2  # early, then again with the changed byte
 
 
 async def test_abort_leaves_nothing(

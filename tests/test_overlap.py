@@ -8,6 +8,7 @@ that starts over) leave no work dir and no ffmpeg behind.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from ffmpeg_tasks import Event, EventType, S3Downloader, TaskStatus
-from ffmpeg_tasks.overlap import Feed
+from ffmpeg_tasks.overlap import PIPE_SIZE, Feed
 
 from .conftest import Route
 from .helpers import leftovers, make_manager
@@ -245,3 +246,32 @@ def test_a_front_that_goes_back_marks_the_feed_restarted_for_good(tmp_path: Path
     feed.contiguous(0)  # a new attempt: a new file, whatever the front reaches next
     feed.contiguous(8 * MiB)
     assert feed.restarted
+
+
+def test_the_fifo_buffer_is_as_large_as_the_system_allows(tmp_path: Path) -> None:
+    """ffmpeg and the feeder trade 1 MiB at a time, not Linux's default 64 KiB."""
+    feed = Feed(tmp_path, "in.ts")
+    feed.make()
+    reader = os.open(feed.fifo, os.O_RDONLY | os.O_NONBLOCK)  # ffmpeg's end
+    writer = feed._open_fifo()
+    assert writer is not None
+    try:
+        most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        assert fcntl.fcntl(writer, fcntl.F_GETPIPE_SZ) == min(PIPE_SIZE, most)
+    finally:
+        os.close(writer)
+        os.close(reader)
+
+
+def test_discard_deletes_the_download_and_its_dir(tmp_path: Path) -> None:
+    feed = Feed(tmp_path, "in.ts")
+    feed.make()
+    feed.download.write_bytes(b"x" * 1024)
+    feed.part.write_bytes(b"y")
+    feed.discard()
+    assert not feed.download.parent.exists()
+    other = Feed(tmp_path, "b.ts")  # another input's download still there: the dir stays
+    other.make()
+    other.download.write_bytes(b"x")
+    Feed(tmp_path, "a.ts").discard()
+    assert other.download.exists()

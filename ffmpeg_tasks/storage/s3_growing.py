@@ -11,7 +11,8 @@ stored is the final file, byte for byte, whatever the muxer rewrote.  Nothing is
 visible before Complete; :meth:`GrowingUpload.abort` leaves nothing.
 
 Reads go through ``O_NOFOLLOW`` and must find a regular file: an output swapped for a
-symlink is never read.  Memory: at most ``CONCURRENCY`` parts in flight.
+symlink is never read.  Memory: at most the storage's ``max_concurrency`` parts in flight,
+as for any multipart upload.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import stat
@@ -56,8 +58,6 @@ log = logging.getLogger("ffmpeg_tasks.s3")
 
 #: A part is uploaded once the file is this many parts past its end.
 MARGIN_PARTS = 1
-#: Parts uploaded at once while ffmpeg runs (each held in memory while it is sent).
-CONCURRENCY = 4
 POLL = 0.2
 
 
@@ -106,8 +106,9 @@ class GrowingUpload:
         self.upload_id: str | None = None
         #: part number -> (ETag, CRC32 of the bytes sent, length)
         self.parts: dict[int, tuple[str, int, int]] = {}
-        self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._inflight: set[asyncio.Task[None]] = set()
+        # as many as a plain upload: fewer fall behind a capped link (S3's per-part latency)
+        self._slots = asyncio.Semaphore(storage.max_concurrency)
+        self._inflight: dict[int, asyncio.Task[None]] = {}  # part number -> its upload
         self._client: Any = None
         self._starting = asyncio.Lock()
         self._closed = False
@@ -130,11 +131,14 @@ class GrowingUpload:
                         return
                     await self._slots.acquire()
                     task = asyncio.create_task(self._early_part(next_part))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                    self._inflight[next_part] = task
+                    task.add_done_callback(functools.partial(self._landed, next_part))
                     next_part += 1
         except Exception:  # a cancel (ffmpeg exited) passes through
             log.warning("early upload of %s stopped", self.full_key, exc_info=True)
+
+    def _landed(self, number: int, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(number, None)
 
     async def _early_part(self, number: int) -> None:
         try:
@@ -188,8 +192,9 @@ class GrowingUpload:
 
         Returns None (and leaves nothing) when the file is too small for a multipart
         upload or needs more parts than S3 allows: the caller puts it the plain way.
+        Parts never sent go first, each as a slot frees (the link's work); the early
+        parts are checked meanwhile, each once its own upload has ended.
         """
-        await self._settle()
         loop = asyncio.get_running_loop()
         size = await loop.run_in_executor(self.storage._hasher, _size, self.path)
         count = -(-size // self.part_size)
@@ -198,15 +203,20 @@ class GrowingUpload:
             return None
         try:
             done = 0
-            numbers = iter(range(1, count + 1))
+            sent = set(self.parts) | set(self._inflight)
+            numbers = iter(sorted(range(1, count + 1), key=lambda n: n in sent))
 
             async def worker() -> None:
                 nonlocal done
                 for number in numbers:  # shared: each part goes to one worker
                     offset = (number - 1) * self.part_size
                     length = min(self.part_size, size - offset)
+                    running = self._inflight.get(number)
+                    if running is not None:
+                        await asyncio.wait([running])  # it ends valid, or is sent again
                     if not await self._still_valid(number, offset, length):
-                        await self._upload_part(number, offset, length)
+                        async with self._slots:  # with the early ones: max_concurrency
+                            await self._upload_part(number, offset, length)
                     done += length
                     if progress is not None:
                         progress(done, size)
@@ -250,20 +260,16 @@ class GrowingUpload:
             return False
         return True
 
-    async def _settle(self) -> None:
-        """Let parts in flight end (they are valid or will be re-sent)."""
-        if self._inflight:
-            await asyncio.wait(list(self._inflight))
-
     async def abort(self) -> None:
         """Stop and leave nothing: parts in flight are cancelled, the upload aborted."""
         if self._closed:
             return
         self._closed = True
-        for task in list(self._inflight):
+        running = list(self._inflight.values())
+        for task in running:
             task.cancel()
-        if self._inflight:
-            await asyncio.wait(list(self._inflight))
+        if running:
+            await asyncio.wait(running)
         if self.upload_id is not None and self._client is not None:
             with contextlib.suppress(Exception):
                 await _s3compat.abort(
