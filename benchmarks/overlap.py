@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.netshape import shaped_loopback
-from benchmarks.run import machine_cpu
+from benchmarks.run import machine_cpu, machine_steal
 from benchmarks.s3_inputs import awscli
 from benchmarks.services import BUCKET, S3_ENV, Services, running
 from ffmpeg_tasks import (
@@ -83,7 +83,7 @@ TASKS = {
     "ffmpeg_tasks S3 → S3, phases in turn": ("s3", False, False),
     "ffmpeg_tasks S3 → S3, both overlaps": ("s3", True, True),
 }
-CPU_COLUMNS = ("host", "file server", "S3 server", "rest", "machine")
+CPU_COLUMNS = ("host", "file server", "S3 server", "rest", "machine", "of it steal")
 
 
 class Meter:
@@ -102,6 +102,7 @@ class Meter:
             "file server": servers["file_server_cpu"],
             "S3 server": servers["s3_server_cpu"],
             "machine": machine_cpu(),
+            "of it steal": machine_steal(),
         }
 
     async def measure(self, name: str, fn: Callable[[], Awaitable[object]]) -> None:
@@ -112,9 +113,14 @@ class Meter:
         after = self._sample()
         used = {key: after[key] - before[key] for key in before}
         used["rest"] = used["machine"] - used["host"] - used["file server"] - used["S3 server"]
+        used["rest"] -= used["of it steal"]
         self.wall.setdefault(name, []).append(wall)
         self.cpu.setdefault(name, []).append(used)
-        print(f"{name}: {wall:.2f} s, machine CPU {used['machine']:.1f} s", file=sys.stderr)
+        print(
+            f"{name}: {wall:.2f} s, machine CPU {used['machine']:.1f} s"
+            f" (steal {used['of it steal']:.1f} s)",
+            file=sys.stderr,
+        )
 
 
 def _port(url: str) -> int:
@@ -250,7 +256,7 @@ def report(meter: Meter, args: argparse.Namespace, size: int) -> None:
     print("|---|" + "--:|" * (len(CPU_COLUMNS) + 1))
     for name, samples in meter.cpu.items():
         cells = [statistics.median(s[c] for s in samples) for c in CPU_COLUMNS]
-        busy = cells[-1] / (wall[name] * cores)
+        busy = cells[CPU_COLUMNS.index("machine")] / (wall[name] * cores)
         print(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {busy:.0%} |")
 
 

@@ -62,6 +62,13 @@ def machine_cpu() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def machine_steal() -> float:
+    """CPU seconds the hypervisor gave to other guests so far (counted in ``machine_cpu``):
+    a round with steal ran on a slower machine."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
 def find_aws() -> str:
     """The AWS CLI's real script (a pyenv shim would add a bash + pyenv hop per call)."""
     found = shutil.which("aws")
