@@ -21,13 +21,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.netshape import shaped_loopback
 from benchmarks.overlap import CPU_COLUMNS, Meter
-from benchmarks.services import BUCKET, S3_ENV, running
+from benchmarks.services import BUCKET, running, scratch_dir
 from ffmpeg_tasks import HttpDownloader, LocalExecutor, S3Storage, TaskManager, TaskStatus
 
 MiB = 1024 * 1024
@@ -54,10 +53,7 @@ def make_source(path: Path, seconds: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    os.environ.update(S3_ENV)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
-    media = scratch / "media"
-    media.mkdir()
+    scratch, media = scratch_dir("bench-cpu-")
     source = media / "in.mp4"
     make_source(source, args.seconds)
     job = command(args.preset)

@@ -33,7 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ from urllib.parse import urlsplit
 from benchmarks.netshape import shaped_loopback
 from benchmarks.run import machine_cpu, machine_steal
 from benchmarks.s3_inputs import awscli
-from benchmarks.services import BUCKET, S3_ENV, Services, running
+from benchmarks.services import BUCKET, S3_ENV, Services, running, scratch_dir
 from ffmpeg_tasks import (
     HttpDownloader,
     LocalExecutor,
@@ -130,10 +129,7 @@ def _port(url: str) -> int:
 
 
 async def main(args: argparse.Namespace) -> None:
-    os.environ.update(S3_ENV)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-overlap-"))
-    media = scratch / "media"
-    media.mkdir()
+    scratch, media = scratch_dir("bench-overlap-")
     source = media / "in.ts"
     make_input(source, args.mib)
     size = source.stat().st_size

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,16 @@ S3_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+def scratch_dir(prefix: str) -> tuple[Path, Path]:
+    """A new scratch dir and its ``media`` folder (what the file server serves), with the
+    benchmark's S3 credentials in the environment."""
+    os.environ.update(S3_ENV)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    media = scratch / "media"
+    media.mkdir()
+    return scratch, media
 
 
 def free_port() -> int:

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.netshape import shaped_loopback
 from benchmarks.overlap import REMUX, make_input
-from benchmarks.services import BUCKET, S3_ENV, running
+from benchmarks.services import BUCKET, running, scratch_dir
 from ffmpeg_tasks import (
     Event,
     HttpDownloader,
@@ -35,10 +32,7 @@ from ffmpeg_tasks import (
 
 
 async def main(args: argparse.Namespace) -> None:
-    os.environ.update(S3_ENV)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-timeline-"))
-    media = scratch / "media"
-    media.mkdir()
+    scratch, media = scratch_dir("bench-timeline-")
     source = media / "in.ts"
     make_input(source, args.mib)
     seen: list[tuple[float, Event]] = []
