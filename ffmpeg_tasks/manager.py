@@ -125,7 +125,8 @@ class TaskManager(AsyncResource):
         self.on_interrupted = on_interrupted
         #: ffmpeg reads streamable inputs (MPEG-TS, Matroska …) while they download
         #: (``plan()`` says which).  Off by default: read from a FIFO, some containers
-        #: report no duration (no progress percent) and tags stored at the end are not read.
+        #: report no duration (the percent then follows the bytes read, with no ETA) and
+        #: tags stored at the end are not read.
         self.overlap_inputs = overlap_inputs
         #: Outputs are uploaded while ffmpeg writes them, where the storage can.
         self.overlap_outputs = overlap_outputs

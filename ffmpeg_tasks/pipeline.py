@@ -137,6 +137,11 @@ class Run:
         self._wrote_at = time.monotonic()
         self._cancelling = False
         self._out_time: float | None = None
+        #: Input sizes the downloads announced, by name.
+        self._sizes: dict[str, int] = {}
+        #: How much of its one input a streamed run has fed ffmpeg (0..1), where ffmpeg
+        #: reports no duration to take a percent from (MPEG-TS and others on a FIFO).
+        self._fed: Callable[[], float | None] | None = None
         self._lock: int | None = None  # held on the work dir while it exists (workdirs.py)
         #: Outputs uploaded while ffmpeg writes them (output overlap), by name.
         self._growing: dict[str, GrowingOutput] = {}
@@ -287,9 +292,13 @@ class Run:
             snap = tracker.update(block)
             if snap.out_time is not None:
                 self._out_time = snap.out_time
+            share = snap.percent
+            if share is None and self._fed is not None:
+                fed = 1.0 if block.get("progress") == "end" else self._fed()
+                share = None if fed is None else min(fed, 1.0) * 100.0
             percent = None
-            if snap.percent is not None:
-                percent = (index + snap.percent / 100.0) / count * 100.0
+            if share is not None:
+                percent = (index + share / 100.0) / count * 100.0
                 self.progress = round(percent, 2)
             self._publish(
                 Event(
@@ -342,6 +351,9 @@ class Run:
                 continue
             downloads[name] = asyncio.ensure_future(self._feed_download(name, url, feed))
             feed.follow(downloads[name])
+        if len(self.task.input_files) == 1 and len(feeds) == 1:
+            ((name, feed),) = feeds.items()
+            self._fed = lambda: feed.fed / size if (size := self._sizes.get(name)) else None
         step: asyncio.Future[None] | None = None
         feeders: list[asyncio.Future[None]] = []
         try:
@@ -371,7 +383,7 @@ class Run:
             # ffmpeg read bytes the download has since thrown away: run it on the whole file.
             log.info("task %s: an input download started over; running ffmpeg again", self.task.id)
             await self._stop_streams(step, feeders, feeds, {})
-            step, feeders = None, []
+            step, feeders, self._fed = None, [], None
             for name, download in downloads.items():
                 await download
                 if name in feeds:
@@ -457,6 +469,8 @@ class Run:
         dest = self.work / name if dest is None else dest
 
         def progress(done: int, total: int | None) -> None:
+            if total is not None:
+                self._sizes[name] = total
             self._publish(
                 Event(
                     EventType.DOWNLOADING,

@@ -80,6 +80,10 @@ async def test_ffmpeg_reads_a_ts_input_while_it_downloads(
     assert first_run.time < downloads[-1].time  # ffmpeg ran before the last byte came
     assert task.metadata["out.mkv"]["duration"] == pytest.approx(10, abs=0.5)
     assert not leftovers(tmp_path)
+    # MPEG-TS on a FIFO has no duration: the percent is how much of the input ffmpeg read.
+    percents = [e.percent for e in events if e.type is EventType.RUNNING and e.percent]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert any(0 < p < 100 for p in percents)
 
 
 async def test_the_plan_says_why_an_input_is_downloaded_first(
