@@ -56,6 +56,7 @@ DOWNLOAD_DIR = ".in"
 
 #: The FIFO's buffer (Linux's default is 64 KiB; unprivileged processes may ask up to
 #: /proc/sys/fs/pipe-max-size, 1 MiB): ffmpeg and the feeder wake each other 16x less.
+#: It counts towards the user's pipe quota (/proc/sys/fs/pipe-user-pages-soft, 64 MiB).
 PIPE_SIZE = 1 << 20
 
 
@@ -245,8 +246,10 @@ class Feed:
                 time.sleep(0.005)
                 continue
             os.set_blocking(fd, True)
+            resize = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
             with contextlib.suppress(OSError):  # above the user's pipe quota: keep 64 KiB
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                if resize is not None:
+                    fcntl.fcntl(fd, resize, PIPE_SIZE)
             return fd
         return None
 

@@ -384,6 +384,7 @@ class Run:
             log.info("task %s: an input download started over; running ffmpeg again", self.task.id)
             await self._stop_streams(step, feeders, feeds, {})
             step, feeders, self._fed = None, [], None
+            await shielded(self.abort_growing())  # the rerun starts new uploads
             for name, download in downloads.items():
                 await download
                 if name in feeds:

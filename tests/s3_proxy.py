@@ -13,8 +13,8 @@ except what the chosen ``mode`` changes:
   (``complete_forwarded`` is set first), so a test can cancel after S3 completed.
 - ``slow_front``: a ranged GET from byte 0 is answered that many seconds late, so the
   ranges after it land first.
-- ``slow_parts``: part number → seconds: the first UploadPart of that number is forwarded
-  that late (once), so a later upload of the same part can overtake it.
+- ``hold_parts``: part number → event: the first UploadPart of that number is forwarded
+  once the event is set (at most 30 s), so a test decides when it lands.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ProviderProxy(ThreadedAiohttpServer):
         self.abort_answer: str | None = None
         self.hold_complete = False
         self.slow_front = 0.0
-        self.slow_parts: dict[int, float] = {}
+        self.hold_parts: dict[int, threading.Event] = {}
         self.complete_forwarded = threading.Event()
         self.release = threading.Event()
         self.rejected: list[tuple[str, str]] = []
@@ -65,7 +65,7 @@ class ProviderProxy(ThreadedAiohttpServer):
         self.mode = self.abort_answer = None
         self.hold_complete = False
         self.slow_front = 0.0
-        self.slow_parts.clear()
+        self.hold_parts.clear()
         self.complete_forwarded.clear()
         self.release.clear()
         self.rejected.clear()
@@ -99,7 +99,11 @@ class ProviderProxy(ThreadedAiohttpServer):
         if request.method == "GET" and request.headers.get("Range", "").startswith("bytes=0-"):
             await asyncio.sleep(self.slow_front)
         if request.method == "PUT" and "partNumber" in request.query:
-            await asyncio.sleep(self.slow_parts.pop(int(request.query["partNumber"]), 0.0))
+            hold = self.hold_parts.pop(int(request.query["partNumber"]), None)
+            for _ in range(600 if hold is not None else 0):  # at most 30 s
+                if hold is not None and hold.is_set():
+                    break
+                await asyncio.sleep(0.05)
         status, headers, payload = await self._forward(request, body)
         aborting = request.method == "DELETE" and "uploadId" in request.query
         if aborting and self.abort_answer is not None and b"NoSuchUpload" in payload:

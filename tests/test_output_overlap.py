@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,11 +87,11 @@ async def test_a_part_still_in_flight_when_ffmpeg_exits_is_checked_after_it_land
     s3_server: S3Server, s3_bucket: str, s3_client: object, tmp_path: Path
 ) -> None:
     """finish() does not wait for every early part: it waits for each one it checks.  Part
-    2's early upload is slow and its bytes change meanwhile; it must be sent again after
-    the slow one landed, never overtaken by it."""
+    2's early upload is held and its bytes change meanwhile; finish() waits for it to land,
+    then sends it again; Complete never races a part on its way."""
     proxy = ProviderProxy(s3_server.endpoint_url)
     proxy.start()
-    proxy.slow_parts[2] = 2.0
+    held = proxy.hold_parts[2] = threading.Event()
     data = bytearray(os.urandom(4 * PART + 123))
     path = tmp_path / "out.ts"
     try:
@@ -105,15 +106,20 @@ async def test_a_part_still_in_flight_when_ffmpeg_exits_is_checked_after_it_land
                 if 3 in upload.parts:
                     break
                 await asyncio.sleep(0.05)
-            assert 3 in upload.parts and 2 not in upload.parts  # part 2 still in flight
+            assert 3 in upload.parts and 2 not in upload.parts  # part 2 is held
             grower.cancel()
             data[PART + 7] ^= 0xFF
             with path.open("r+b") as f:
                 f.seek(PART + 7)
                 f.write(data[PART + 7 : PART + 8])
-            stored = await upload.finish()
-            assert not upload._inflight  # Complete never raced a part still on its way
+            finishing = asyncio.create_task(upload.finish())
+            await asyncio.sleep(0.5)
+            assert not finishing.done()  # waiting for part 2
+            held.set()
+            stored = await finishing
+            assert not upload._inflight
     finally:
+        held.set()
         proxy.stop()
     assert stored is not None and stored.size == len(data)
     assert stored_bytes(s3_client, s3_bucket, "t/out.ts") == bytes(data)

@@ -11,8 +11,8 @@ stored is the final file, byte for byte, whatever the muxer rewrote.  Nothing is
 visible before Complete; :meth:`GrowingUpload.abort` leaves nothing.
 
 Reads go through ``O_NOFOLLOW`` and must find a regular file: an output swapped for a
-symlink is never read.  Memory: at most the storage's ``max_concurrency`` parts in flight,
-as for any multipart upload.
+symlink is never read.  Memory: per output, at most the storage's ``max_concurrency`` parts
+in flight, as for any multipart upload (the checks read 1 MiB at a time).
 """
 
 from __future__ import annotations
@@ -61,16 +61,22 @@ MARGIN_PARTS = 1
 POLL = 0.2
 
 
-def _read(path: Path, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset`` of the regular file ``path`` (never a symlink)."""
+def _open(path: Path) -> int:
+    """``path`` opened for reading if it is a regular file (never through a symlink)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageError(f"output {path.name!r} is not a regular file", code="output_invalid")
+    return fd
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of the regular file ``path``."""
+    fd = _open(path)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StorageError(f"output {path.name!r} is not a regular file", code="output_invalid")
-        data = os.pread(fd, length, offset)
+        return os.pread(fd, length, offset)
     finally:
         os.close(fd)
-    return data
 
 
 def _size(path: Path) -> int:
@@ -86,7 +92,20 @@ def _crc(data: bytes) -> int:
 
 
 def _read_crc(path: Path, offset: int, length: int) -> int:
-    return zlib.crc32(_read(path, offset, length))
+    """CRC32 of those bytes, read 1 MiB at a time (a check holds no whole part)."""
+    fd = _open(path)
+    crc = 0
+    try:
+        while length > 0:
+            data = os.pread(fd, min(length, 1 << 20), offset)
+            if not data:
+                break
+            crc = zlib.crc32(data, crc)
+            offset += len(data)
+            length -= len(data)
+    finally:
+        os.close(fd)
+    return crc
 
 
 def _b64(crc: int) -> str:
@@ -227,6 +246,11 @@ class GrowingUpload:
                         group.create_task(worker())
             except BaseExceptionGroup as eg:
                 raise eg.exceptions[0] from None
+            beyond = list(self._inflight.values())  # past the end: the file shrank
+            for task in beyond:
+                task.cancel()
+            if beyond:
+                await asyncio.wait(beyond)
             client = await self._ensure_started()
             parts = []
             for number in range(1, count + 1):
