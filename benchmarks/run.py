@@ -56,8 +56,7 @@ def machine_cpu() -> float:
     ffmpeg run inside bubblewrap is not a waited-for child of the host, so
     ``RUSAGE_CHILDREN`` misses it; this counter does not.
     """
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(x) for x in fields]
+    ticks = _cpu_ticks()
     busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # minus idle and iowait
     return busy / os.sysconf("SC_CLK_TCK")
 
@@ -65,8 +64,13 @@ def machine_cpu() -> float:
 def machine_steal() -> float:
     """CPU seconds the hypervisor gave to other guests so far (counted in ``machine_cpu``):
     a round with steal ran on a slower machine."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+    return _cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks() -> list[int]:
+    """The machine's ``cpu`` line of /proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal, …"""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
 def find_aws() -> str:

@@ -246,11 +246,7 @@ class GrowingUpload:
                         group.create_task(worker())
             except BaseExceptionGroup as eg:
                 raise eg.exceptions[0] from None
-            beyond = list(self._inflight.values())  # past the end: the file shrank
-            for task in beyond:
-                task.cancel()
-            if beyond:
-                await asyncio.wait(beyond)
+            await self._stop_inflight()  # parts past the end: the file shrank
             client = await self._ensure_started()
             parts = []
             for number in range(1, count + 1):
@@ -284,16 +280,20 @@ class GrowingUpload:
             return False
         return True
 
-    async def abort(self) -> None:
-        """Stop and leave nothing: parts in flight are cancelled, the upload aborted."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _stop_inflight(self) -> None:
+        """Cancel the early parts still on their way and wait until they have ended."""
         running = list(self._inflight.values())
         for task in running:
             task.cancel()
         if running:
             await asyncio.wait(running)
+
+    async def abort(self) -> None:
+        """Stop and leave nothing: parts in flight are cancelled, the upload aborted."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._stop_inflight()
         if self.upload_id is not None and self._client is not None:
             with contextlib.suppress(Exception):
                 await _s3compat.abort(
