@@ -178,10 +178,14 @@ def descendants(pid: int) -> dict[int, str]:
 
 
 def ffmpeg_under(pid: int) -> list[int]:
-    """Descendants of ``pid`` whose program is ffmpeg or bwrap."""
+    """Descendants of ``pid`` whose program is ffmpeg or bwrap, running a job: the
+    sandbox's self-test (``ffmpeg -version``, a worker's first task) does not count."""
     found = []
     for child, cmd in descendants(pid).items():
-        program = os.path.basename(cmd.split(" ", 1)[0])
+        words = cmd.split()
+        program = os.path.basename(words[0]) if words else ""
+        if words[-1:] == ["-version"]:
+            continue
         if program in ("ffmpeg", "bwrap") or program.startswith("ffmpeg-"):  # imageio's
             found.append(child)
     return found
